@@ -1,0 +1,136 @@
+"""Backend selection and CSR input validation.
+
+``numpy`` is the float64 oracle; ``torch`` runs the same algorithm on the input's device;
+``cupy`` is the GPU box-counting kernel (:mod:`neuromfa_callback.backends.cupy_backend`).
+``auto`` follows the input: numpy arrays -> numpy, torch tensors -> torch, CUDA tensors -> cupy
+when CuPy is installed (else torch). Importing this module never touches the CUDA driver.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from neuromfa_callback._imports import cupy_available
+from neuromfa_callback.functional.partition import PartitionSums, RadiusGrid
+
+__all__ = ["compute_partition", "resolve_backend", "validate_csr"]
+
+
+def _is_tensor(x: Any) -> bool:
+    import sys
+
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def resolve_backend(backend: str, distances: Any) -> str:
+    """The backend that ``backend`` means for this input.
+
+    Example:
+        >>> import numpy as np
+        >>> resolve_backend("auto", np.ones(3))
+        'numpy'
+    """
+    if backend != "auto":
+        return backend
+    if _is_tensor(distances):
+        if distances.is_cuda and cupy_available():
+            return "cupy"
+        return "torch"
+    return "numpy"
+
+
+def _check_indptr_values(first: int, last: int, decreasing: bool, n_dist: int) -> None:
+    if first != 0:
+        raise ValueError(f"Expected `indptr[0]` == 0, got {first}")
+    if decreasing:
+        raise ValueError("Expected `indptr` to be non-decreasing, got a decreasing step")
+    if last != n_dist:
+        raise ValueError(f"Expected `indptr[-1]` == len(distances) == {n_dist}, got {last}")
+
+
+def validate_csr(indptr: Any, distances: Any) -> tuple[Any, Any]:
+    """Check and normalise a CSR pair to int64 / float64 of the same kind (numpy or torch).
+
+    Raises:
+        TypeError: non-integer ``indptr`` or non-real ``distances``.
+        ValueError: wrong shapes, ``indptr`` not starting at 0, decreasing, or not ending at
+            ``len(distances)``; negative, NaN or infinite distances.
+    """
+    if _is_tensor(indptr) or _is_tensor(distances):
+        import torch
+
+        ip = indptr if _is_tensor(indptr) else torch.as_tensor(np.asarray(indptr))
+        ds = distances if _is_tensor(distances) else torch.as_tensor(np.asarray(distances))
+        if ip.dtype.is_floating_point or ip.dtype.is_complex or ip.dtype == torch.bool:
+            raise TypeError(f"Expected `indptr` to hold integers, got dtype {ip.dtype}")
+        if ds.dtype.is_complex or ds.dtype == torch.bool:
+            raise TypeError(f"Expected `distances` to hold real numbers, got dtype {ds.dtype}")
+        if ip.ndim != 1 or ip.numel() < 1 or ds.ndim != 1:
+            raise ValueError(f"Expected 1-D `indptr` (n+1,) and `distances`, got shapes {tuple(ip.shape)}, {tuple(ds.shape)}")
+        ds = ds.to(torch.float64)
+        ip = ip.to(device=ds.device, dtype=torch.int64)
+        decreasing = bool((ip[1:] < ip[:-1]).any()) if ip.numel() > 1 else False
+        _check_indptr_values(int(ip[0]), int(ip[-1]), decreasing, ds.numel())
+        if ds.numel():
+            bad = ~torch.isfinite(ds)
+            if bool(bad.any()):
+                raise ValueError(f"Expected finite `distances`, got {ds[bad][0].item()} at index {int(torch.nonzero(bad)[0])}")
+            if bool((ds < 0).any()):
+                i = int(torch.nonzero(ds < 0)[0])
+                raise ValueError(f"Expected `distances` >= 0, got {ds[i].item()} at index {i}")
+        return ip, ds
+    ip = np.asarray(indptr)
+    ds = np.asarray(distances)
+    if ip.dtype.kind not in "iu":
+        raise TypeError(f"Expected `indptr` to hold integers, got dtype {ip.dtype}")
+    if ds.dtype.kind not in "iuf":
+        raise TypeError(f"Expected `distances` to hold real numbers, got dtype {ds.dtype}")
+    if ip.ndim != 1 or ip.size < 1 or ds.ndim != 1:
+        raise ValueError(f"Expected 1-D `indptr` (n+1,) and `distances`, got shapes {ip.shape}, {ds.shape}")
+    ip = ip.astype(np.int64, copy=False)
+    ds = ds.astype(np.float64, copy=False)
+    decreasing = bool((ip[1:] < ip[:-1]).any()) if ip.size > 1 else False
+    _check_indptr_values(int(ip[0]), int(ip[-1]), decreasing, ds.size)
+    if ds.size:
+        bad = ~np.isfinite(ds)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"Expected finite `distances`, got {ds[i]} at index {i}")
+        if (ds < 0).any():
+            i = int(np.flatnonzero(ds < 0)[0])
+            raise ValueError(f"Expected `distances` >= 0, got {ds[i]} at index {i}")
+    return ip, ds
+
+
+def compute_partition(
+    indptr: Any,
+    distances: Any,
+    *,
+    q: np.ndarray,
+    grid: RadiusGrid,
+    min_neighbours: int,
+    backend: str,
+) -> PartitionSums:
+    """Validate the CSR input, pick the backend and compute the partition sums."""
+    name = resolve_backend(backend, distances)
+    ip, ds = validate_csr(indptr, distances)
+    if name == "numpy":
+        from neuromfa_callback.backends.numpy_backend import partition_sums_numpy
+
+        if _is_tensor(ds):
+            ip, ds = ip.cpu().numpy(), ds.cpu().numpy()
+        return partition_sums_numpy(ip, ds, q, grid, min_neighbours)
+    if name == "torch":
+        import torch
+
+        from neuromfa_callback.backends.torch_backend import partition_sums_torch
+
+        if not _is_tensor(ds):
+            ip, ds = torch.from_numpy(ip), torch.from_numpy(ds)
+        return partition_sums_torch(ip, ds, q, grid, min_neighbours)
+    from neuromfa_callback.backends.cupy_backend import partition_sums_cupy
+
+    return partition_sums_cupy(ip, ds, q, grid, min_neighbours)
