@@ -156,4 +156,5 @@ def partition_sums_numpy(
         n_edges=int(d.size),
         min_neighbours=min_neighbours,
         backend="numpy",
+        weight_sum=float(np.sum(1.0 / d)),
     )

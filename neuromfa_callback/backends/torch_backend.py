@@ -117,4 +117,5 @@ def partition_sums_torch(
         n_edges=int(d.numel()),
         min_neighbours=min_neighbours,
         backend="torch",
+        weight_sum=float(torch.sum(1.0 / d)),
     )

@@ -71,7 +71,10 @@ class PartitionSums:
         present: whether any kept node has a rounded distance at that radius, shape ``(grid.size,)``.
         n_nodes: number of kept nodes (more than ``min_neighbours`` kept distances).
         n_edges: number of kept distances of kept nodes.
+        min_neighbours: the node filter the sums were computed with.
         backend: the backend that computed the sums.
+        weight_sum: sum of ``|w| = 1/d`` over the kept distances of kept nodes (for the
+            weighted-degree baseline ``weight_sum / n_edges``).
 
     Partition sums of disjoint node sets add:
 
@@ -95,6 +98,12 @@ class PartitionSums:
     n_edges: int
     min_neighbours: int = 10
     backend: str = field(default="numpy")
+    weight_sum: float = 0.0
+
+    @property
+    def mean_weight(self) -> float:
+        """Mean ``|w|`` over kept edges of kept nodes (NaN without edges): the weighted-degree baseline."""
+        return self.weight_sum / self.n_edges if self.n_edges else float("nan")
 
     @classmethod
     def empty(cls, q: np.ndarray, grid: RadiusGrid, min_neighbours: int = 10, backend: str = "numpy") -> PartitionSums:
@@ -139,6 +148,7 @@ class PartitionSums:
             n_edges=self.n_edges + other.n_edges,
             min_neighbours=self.min_neighbours,
             backend=backend,
+            weight_sum=self.weight_sum + other.weight_sum,
         )
 
     def spectrum(self):

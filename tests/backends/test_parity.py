@@ -70,3 +70,19 @@ def test_partition_sums_add_across_node_subsets():
     np.testing.assert_allclose(both.z, whole.z, rtol=1e-12)
     np.testing.assert_array_equal(both.present, whole.present)
     np.testing.assert_allclose(both.spectrum().tau, whole.spectrum().tau, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["numpy"] + BACKENDS)
+def test_weight_sum_is_the_sum_of_kept_weights(backend):
+    """weight_sum / n_edges is the mean |w| over kept edges of kept nodes (the baseline)."""
+    rng = np.random.default_rng(11)
+    ip, d = _random_network(rng, 100, 0.02)
+    part = partition_sums(torch.from_numpy(ip), torch.from_numpy(d), backend=backend)
+    keep = (d > 1) & (d <= 150)
+    per_node = np.add.reduceat(keep.astype(int), ip[:-1])
+    per_node[np.diff(ip) == 0] = 0
+    node_ok = np.repeat(per_node > 10, np.diff(ip))
+    w = 1 / d[keep & node_ok]
+    assert part.n_edges == w.size
+    assert part.weight_sum == pytest.approx(w.sum(), rel=1e-12)
+    assert part.mean_weight == pytest.approx(w.mean(), rel=1e-12)
