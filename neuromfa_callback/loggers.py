@@ -1,0 +1,139 @@
+"""Logging snapshot records: scalars to every Lightning logger, extras for W&B and TensorBoard.
+
+Everything goes through public APIs: ``logger.log_metrics(metrics, step=...)`` for every logger;
+W&B gets an incremental ``wandb.Table`` of the spectrum, an f(alpha) chart coloured by step and an
+image of the spectra; TensorBoard gets ``add_figure``; CSV gets the scalars. A logger that raises
+never stops training: the failure is warned once per logger, and the history file keeps the record.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from neuromfa_callback.history import SCALAR_KEYS
+
+__all__ = ["RecordLogger", "scalar_metrics"]
+
+STEP_KEY = "trainer/global_step"
+
+
+def scalar_metrics(record: Mapping[str, Any], prefix: str = "neuromfa/") -> dict[str, float]:
+    """The scalars of a record, prefixed (NaN kept: a diverged snapshot shows as a gap).
+
+    Example:
+        >>> scalar_metrics({"step": 5, "alpha0": 1.3, "width": 0.6, "errors": 0, "q": [0.0]})
+        {'neuromfa/alpha0': 1.3, 'neuromfa/width': 0.6, 'neuromfa/errors': 0.0}
+    """
+    keys = (*SCALAR_KEYS, "errors")
+    return {f"{prefix}{k}": float(record[k]) for k in keys if k in record and record[k] is not None}
+
+
+def _has_spectrum(rec: Mapping[str, Any]) -> bool:
+    return "alpha" in rec and all(math.isfinite(v) for v in rec["alpha"])
+
+
+class RecordLogger:
+    """Sends records to a list of Lightning loggers; keeps the W&B incremental table between calls."""
+
+    def __init__(self, prefix: str = "neuromfa/", log_tables: bool = True) -> None:
+        self.prefix = prefix
+        self.log_tables = log_tables
+        self._table = None
+        self._warned: set[str] = set()
+
+    def _fail(self, logger: Any, what: str, step: int, err: BaseException) -> None:
+        name = type(logger).__name__
+        if name + what in self._warned:
+            return
+        self._warned.add(name + what)
+        warnings.warn(
+            f"NeuroMFA could not log {what} of step {step} to {name}: {err!r}. Training continues; "
+            "the history file (if `history_path` is set) still has every snapshot.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+    def log(self, loggers: Iterable[Any], record: Mapping[str, Any]) -> None:
+        """Log one record's scalars (and the W&B table) to every logger."""
+        step = int(record["step"])
+        metrics = scalar_metrics(record, self.prefix)
+        for logger in loggers:
+            try:
+                logger.log_metrics(metrics, step=step)
+            except Exception as err:  # noqa: BLE001 - a logger must never stop training
+                self._fail(logger, "scalars", step, err)
+                continue
+            if self.log_tables and _is_wandb(logger) and _has_spectrum(record):
+                try:
+                    self._log_wandb_table(logger, record)
+                except Exception as err:  # noqa: BLE001
+                    self._fail(logger, "the spectrum table", step, err)
+
+    def _log_wandb_table(self, logger: Any, record: Mapping[str, Any]) -> None:
+        import wandb
+
+        if self._table is None:
+            self._table = wandb.Table(columns=["step", "q", "tau", "alpha", "f_alpha"], log_mode="INCREMENTAL")
+        step = int(record["step"])
+        for q, tau, a, f in zip(record["q"], record["tau"], record["alpha"], record["f_alpha"]):
+            self._table.add_data(step, q, tau, a, f)
+        logger.experiment.log({f"{self.prefix}spectrum_table": self._table, STEP_KEY: step})
+
+    def log_figures(self, loggers: Iterable[Any], history: Sequence[Mapping[str, Any]]) -> None:
+        """Figures of the spectra so far: W&B image + f(alpha) chart, TensorBoard ``add_figure``."""
+        usable = [r for r in history if _has_spectrum(r)]
+        if not usable:
+            return
+        step = int(usable[-1]["step"])
+        for logger in loggers:
+            wb, tb = _is_wandb(logger), _is_tensorboard(logger)
+            if not (wb or tb):
+                continue
+            try:
+                from neuromfa_callback.plotting import plot_emergence, plot_spectra
+
+                spectra_fig = plot_spectra(usable)
+                trend_fig = plot_emergence(usable)
+                if wb:
+                    import wandb
+
+                    rows = [[int(r["step"]), a, f] for r in usable for a, f in zip(r["alpha"], r["f_alpha"])]
+                    chart = wandb.plot.line(
+                        wandb.Table(columns=["step", "alpha", "f_alpha"], data=rows),
+                        "alpha",
+                        "f_alpha",
+                        stroke="step",
+                        title="f(alpha) by training step",
+                    )
+                    logger.experiment.log(
+                        {
+                            f"{self.prefix}spectra": wandb.Image(spectra_fig),
+                            f"{self.prefix}evolution": wandb.Image(trend_fig),
+                            f"{self.prefix}f_alpha_chart": chart,
+                            STEP_KEY: step,
+                        }
+                    )
+                if tb:
+                    logger.experiment.add_figure(f"{self.prefix}spectra", spectra_fig, global_step=step, close=False)
+                    logger.experiment.add_figure(f"{self.prefix}evolution", trend_fig, global_step=step, close=False)
+            except Exception as err:  # noqa: BLE001
+                self._fail(logger, "figures", step, err)
+
+
+def _is_wandb(logger: Any) -> bool:
+    try:
+        from lightning.pytorch.loggers import WandbLogger
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(logger, WandbLogger)
+
+
+def _is_tensorboard(logger: Any) -> bool:
+    try:
+        from lightning.pytorch.loggers import TensorBoardLogger
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(logger, TensorBoardLogger)
