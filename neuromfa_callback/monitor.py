@@ -126,12 +126,10 @@ class SnapshotMonitor:
         pending = _Pending(step=int(step), epoch=epoch, wall_time=time.time())
         try:
             jobs = []
-            any_cuda = False
             for key, scale in self._scales():
                 metric = self.metric(scale)
                 nets = metric.build_networks(model)
-                if not self.full:
-                    any_cuda = any_cuda or any(_on_cuda(n) for n in nets)
+                if not self.full:  # small sampled submatrices: pinned, non-blocking copy + event
                     nets = [n.to("cpu", non_blocking=True) for n in nets]
                 jobs.append((key, metric, nets))
         except ValueError as err:  # NaN/inf weights, sizes: a flagged value, training continues
@@ -139,11 +137,7 @@ class SnapshotMonitor:
             pending.record = make_record(step, None, baseline=self.baseline, epoch=epoch, error=str(err), wall_time=pending.wall_time)
             self._pending.append(pending)
             return
-        event = None
-        if any_cuda:
-            event = torch.cuda.Event()
-            event.record()
-        work = _Analysis(jobs, event, compute=not _distributed())
+        work = _Analysis(jobs, compute=not _distributed())
         if self.asynchronous and not self.full:
             if self._executor is None:
                 self._executor = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="neuromfa")
@@ -278,23 +272,16 @@ class SnapshotMonitor:
 class _Analysis:
     """The worker-thread part of a snapshot: partition sums for every network, then compute()."""
 
-    def __init__(self, jobs: list[tuple[str, NeuroMFA, list[Any]]], event: Any, compute: bool) -> None:
-        self.jobs, self.event, self.compute = jobs, event, compute
+    def __init__(self, jobs: list[tuple[str, NeuroMFA, list[Any]]], compute: bool) -> None:
+        self.jobs, self.compute = jobs, compute
 
     def __call__(self) -> dict[str, Any]:
-        if self.event is not None:
-            self.event.synchronize()
         out: dict[str, Any] = {}
         for key, metric, nets in self.jobs:
             metric.update(nets)
             out[key] = metric.compute() if self.compute else metric
         self.jobs = []  # drop the weight copies as soon as they are used
         return out
-
-
-def _on_cuda(net: Any) -> bool:
-    dev = getattr(net, "device", None)
-    return dev is not None and torch.device(dev).type == "cuda"
 
 
 def _sync_device() -> torch.device:

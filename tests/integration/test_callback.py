@@ -135,7 +135,8 @@ def test_nan_weights_mid_training_are_logged_as_nan_and_training_continues(tmp_p
         _trainer(tmp_path, [cb], logger, max_steps=8).fit(Diverging())
     a = logger.values("neuromfa/alpha0")
     assert sorted(a) == [0, 2, 4, 6, 8]
-    assert all(np.isfinite(a[s]) for s in (0, 2)) and all(math.isnan(a[s]) for s in (4, 6, 8))
+    # the weight goes bad during the 5th batch, after the step-4 snapshot
+    assert all(np.isfinite(a[s]) for s in (0, 2, 4)) and all(math.isnan(a[s]) for s in (6, 8))
     assert "error" in cb.history[-1]
 
 
