@@ -13,7 +13,6 @@ so no full matrix is ever converted to float64 at once and no per-edge Python ob
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 
 from neuromfa_callback._checks import check_choice, check_int, check_real
+from neuromfa_callback.functional._weights import CHUNK, check_finite, count_nonzero, csr_of, matrix_rms, move
 from neuromfa_callback.functional.partition import PartitionSums
 from neuromfa_callback.functional.spectrum import Spectrum, _validated_params
 
@@ -37,7 +37,6 @@ __all__ = [
     "validate_build_args",
 ]
 
-_CHUNK = 1 << 20  # float64 elements per streamed piece (8 MiB); temporaries stay a small multiple of it
 _SCALES = (None, "rms")
 
 
@@ -75,13 +74,6 @@ class MatrixBlock:
     def n_out(self) -> int:
         """Out-edge slots per node (rows over all matrices, zeros included)."""
         return int(sum(w.shape[0] for w in self.weights))
-
-
-def _move(w: torch.Tensor, device: torch.device, non_blocking: bool, copy: bool) -> torch.Tensor:
-    if device.type == "cpu" and w.is_cuda and non_blocking:
-        out = torch.empty(w.shape, dtype=w.dtype, pin_memory=True)
-        return out.copy_(w, non_blocking=True)
-    return w.to(device, non_blocking=non_blocking, copy=copy)
 
 
 class NeuronNetwork:
@@ -141,7 +133,7 @@ class NeuronNetwork:
     def n_edges(self) -> int:
         """Number of edges: out-edge slots whose weight is not exactly 0."""
         self.synchronize()
-        return sum(int(_count_nonzero(w)) for b in self.blocks for w in b.weights)
+        return sum(int(count_nonzero(w)) for b in self.blocks for w in b.weights)
 
     @property
     def node_layer(self) -> np.ndarray:
@@ -159,9 +151,10 @@ class NeuronNetwork:
         return np.concatenate([b.columns for b in self.blocks]).astype(np.int64, copy=False)
 
     # ------------------------------------------------------------------------------ streaming
-    def _pieces(self, budget: int = _CHUNK) -> Iterator[torch.Tensor]:
+    def _pieces(self) -> Iterator[torch.Tensor]:
         """``|w| * scale`` in float64, node-major ``(k nodes, n_out)``, chunk by chunk of columns."""
         self.synchronize()
+        budget = CHUNK
         for b in self.blocks:
             step = max(1, budget // max(b.n_out, 1))
             for j0 in range(0, b.n_nodes, step):
@@ -215,8 +208,8 @@ class NeuronNetwork:
             if piece is not None:
                 pending.append(piece)
                 size += piece.numel()
-            if pending and (piece is None or size >= _CHUNK):
-                indptr, dist = _csr_of(pending, drop_zeros=False)
+            if pending and (piece is None or size >= CHUNK):
+                indptr, dist = csr_of(pending, drop_zeros=False)
                 name = backend
                 if backend == "numpy" or (backend == "auto" and dist.device.type == "cpu"):
                     name, indptr, dist = "numpy", indptr.cpu().numpy(), dist.cpu().numpy()
@@ -238,7 +231,7 @@ class NeuronNetwork:
                 ips, ds = [np.zeros(1, dtype=np.int64)], []
                 offset = 0
                 for piece in self._pieces():
-                    ip, d = _csr_of([piece], drop_zeros=True)
+                    ip, d = csr_of([piece], drop_zeros=True)
                     ips.append(ip[1:].cpu().numpy() + offset)
                     ds.append(d.cpu().numpy())
                     offset += d.numel()
@@ -270,7 +263,7 @@ class NeuronNetwork:
         device = torch.device(device)
         with torch.no_grad():
             blocks = tuple(
-                replace(b, weights=tuple(_move(w, device, non_blocking, copy) for w in b.weights)) for b in self.blocks
+                replace(b, weights=tuple(move(w, device, non_blocking, copy) for w in b.weights)) for b in self.blocks
             )
         ready = None
         if non_blocking and any(w.is_cuda for b in self.blocks for w in b.weights):
@@ -293,53 +286,6 @@ class NeuronNetwork:
             self._ready = None
 
 
-def _count_nonzero(w: torch.Tensor) -> int:
-    step = max(1, _CHUNK // max(int(w.shape[0]), 1))
-    return sum(int(torch.count_nonzero(w[:, j : j + step])) for j in range(0, int(w.shape[1]), step))
-
-
-def _csr_of(pieces: list[torch.Tensor], drop_zeros: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """CSR (indptr, distances) of node-major ``|w|`` pieces; zeros become distance 0 or are dropped."""
-    absw = torch.cat([p.reshape(-1) for p in pieces]) if len(pieces) > 1 else pieces[0].reshape(-1)
-    nz = absw != 0
-    if drop_zeros:
-        lens = torch.cat([(p != 0).sum(1) for p in pieces])
-        dist = 1.0 / absw[nz]
-    else:
-        lens = torch.cat([torch.full((p.shape[0],), p.shape[1], dtype=torch.int64, device=absw.device) for p in pieces])
-        dist = torch.where(nz, 1.0 / absw, 0.0)  # zero weight -> distance 0: filtered out by d > 1
-    indptr = torch.zeros(lens.numel() + 1, dtype=torch.int64, device=absw.device)
-    torch.cumsum(lens, 0, out=indptr[1:])
-    return indptr, dist
-
-
-def _check_finite(w: torch.Tensor, name: str) -> None:
-    step = max(1, _CHUNK // max(int(w.shape[0]), 1))
-    for j in range(0, int(w.shape[1]), step):
-        chunk = w[:, j : j + step]
-        bad = ~torch.isfinite(chunk)
-        if bool(bad.any()):
-            r, c = (int(x) for x in torch.nonzero(bad)[0])
-            raise ValueError(
-                f"Expected finite weights in `{name}`, got {chunk[r, c].item()} at (out, in) = ({r}, {j + c}) "
-                "of the analysed matrix"
-            )
-
-
-def _rms(w: torch.Tensor, name: str) -> float:
-    """RMS of the whole matrix, accumulated in float64 column chunk by column chunk."""
-    step = max(1, _CHUNK // max(int(w.shape[0]), 1))
-    total = torch.zeros((), dtype=torch.float64, device=w.device)
-    for j in range(0, int(w.shape[1]), step):
-        total += w[:, j : j + step].to(torch.float64).square().sum()
-    mean_square = float(total) / max(w.numel(), 1)
-    if not math.isfinite(mean_square):
-        _check_finite(w, name)
-    if mean_square == 0.0:
-        raise ValueError(f"Cannot rescale `{name}` to a given RMS (scale='rms'): all its weights are 0")
-    return math.sqrt(mean_square)
-
-
 def layout_rms(layout: Layout) -> dict[str, float]:
     """RMS of every analysed matrix (whole matrix, float64), keyed by parameter name.
 
@@ -347,7 +293,7 @@ def layout_rms(layout: Layout) -> dict[str, float]:
         ValueError: a matrix holds a non-finite value or only zeros (the message names it).
     """
     with torch.no_grad():
-        return {n: _rms(w, n) for g in layout.groups for n, w in zip(g.names, g.weights)}
+        return {n: matrix_rms(w, n) for g in layout.groups for n, w in zip(g.names, g.weights)}
 
 
 def network_from_layout(
@@ -379,9 +325,9 @@ def network_from_layout(
                     r = torch.as_tensor(rows, dtype=torch.int64, device=w.device)
                     c = torch.as_tensor(sels[i].cols, dtype=torch.int64, device=w.device)
                     w = w[r[:, None], c]  # reads only the sampled entries
-                    _check_finite(w, name)
+                    check_finite(w, name, rows, sels[i].cols)
                 elif scale != "rms":
-                    _check_finite(w, name)  # full mode; with scale="rms" layout_rms checked the whole matrix
+                    check_finite(w, name)  # full mode; with scale="rms" layout_rms checked the whole matrix
                 weights.append(w)
                 scales.append(float(s))
             blocks.append(

@@ -1,0 +1,76 @@
+"""Tensor helpers for :mod:`neuromfa_callback.functional.network`: chunked checks, RMS, CSR pieces, copies.
+
+Every helper walks a matrix column chunk by column chunk (``CHUNK`` float64 elements at a time), so a
+whole weight matrix is never converted to float64 or to a boolean mask at once.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+__all__ = ["CHUNK", "check_finite", "count_nonzero", "csr_of", "matrix_rms", "move"]
+
+CHUNK = 1 << 20  # float64 elements per streamed piece (8 MiB); temporaries stay a small multiple of it
+
+
+def move(w: torch.Tensor, device: torch.device, non_blocking: bool, copy: bool) -> torch.Tensor:
+    """``w`` on ``device``; CUDA -> CPU with ``non_blocking`` goes through pinned memory (caller syncs)."""
+    if device.type == "cpu" and w.is_cuda and non_blocking:
+        out = torch.empty(w.shape, dtype=w.dtype, pin_memory=True)
+        return out.copy_(w, non_blocking=True)
+    return w.to(device, non_blocking=non_blocking, copy=copy)
+
+
+def count_nonzero(w: torch.Tensor) -> int:
+    """Number of entries of ``w`` that are not exactly 0."""
+    step = max(1, CHUNK // max(int(w.shape[0]), 1))
+    return sum(int(torch.count_nonzero(w[:, j : j + step])) for j in range(0, int(w.shape[1]), step))
+
+
+def csr_of(pieces: list[torch.Tensor], drop_zeros: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """CSR (indptr, distances) of node-major ``|w|`` pieces; zeros become distance 0 or are dropped."""
+    absw = torch.cat([p.reshape(-1) for p in pieces]) if len(pieces) > 1 else pieces[0].reshape(-1)
+    nz = absw != 0
+    if drop_zeros:
+        lens = torch.cat([(p != 0).sum(1) for p in pieces])
+        dist = 1.0 / absw[nz]
+    else:
+        lens = torch.cat([torch.full((p.shape[0],), p.shape[1], dtype=torch.int64, device=absw.device) for p in pieces])
+        dist = torch.where(nz, 1.0 / absw, 0.0)  # zero weight -> distance 0: filtered out by d > 1
+    indptr = torch.zeros(lens.numel() + 1, dtype=torch.int64, device=absw.device)
+    torch.cumsum(lens, 0, out=indptr[1:])
+    return indptr, dist
+
+
+def check_finite(w: torch.Tensor, name: str, rows: Any = None, cols: Any = None) -> None:
+    """Raise ``ValueError`` naming parameter ``name`` if ``w`` holds NaN or inf.
+
+    ``rows``/``cols``: the rows and columns of the whole parameter that ``w`` holds (sampled mode),
+    so the message gives the position in the parameter.
+    """
+    step = max(1, CHUNK // max(int(w.shape[0]), 1))
+    for j in range(0, int(w.shape[1]), step):
+        chunk = w[:, j : j + step]
+        bad = ~torch.isfinite(chunk)
+        if bool(bad.any()):
+            r, c = (int(x) for x in torch.nonzero(bad)[0])
+            value = chunk[r, c].item()
+            r, c = (r if rows is None else int(rows[r])), (j + c if cols is None else int(cols[j + c]))
+            raise ValueError(f"Expected finite weights in `{name}`, got {value} at (out, in) = ({r}, {c})")
+
+
+def matrix_rms(w: torch.Tensor, name: str) -> float:
+    """RMS of the whole matrix, accumulated in float64 column chunk by column chunk."""
+    step = max(1, CHUNK // max(int(w.shape[0]), 1))
+    total = torch.zeros((), dtype=torch.float64, device=w.device)
+    for j in range(0, int(w.shape[1]), step):
+        total += w[:, j : j + step].to(torch.float64).square().sum()
+    mean_square = float(total) / max(w.numel(), 1)
+    if not math.isfinite(mean_square):
+        check_finite(w, name)
+    if mean_square == 0.0:
+        raise ValueError(f"Cannot rescale `{name}` to a given RMS (scale='rms'): all its weights are 0")
+    return math.sqrt(mean_square)
