@@ -71,7 +71,7 @@ class ModelDescription(list):
         where = f" at `{self.path}`" if self.path else ""
         lines = [
             f"{self.family} model{where}: {len(self.used)} of {len(self)} parameters are network matrices",
-            fmt.format(*head),
+            fmt.format(*head).rstrip(),
             fmt.format(*("-" * w for w in widths)),
         ]
         lines += [fmt.format(*r).rstrip() for r in rows]
@@ -91,10 +91,12 @@ def _skip_reason(model: torch.nn.Module, name: str, param: torch.Tensor, family:
         return "bias"
     if "lm_head" in low or "embed_out" in low:
         return "unembedding"
-    if isinstance(owner, torch.nn.Embedding) or "embed" in low or low.split(".")[-2:-1] in (["wte"], ["wpe"]):
+    if isinstance(owner, torch.nn.Embedding):
         return "embedding"
     if "norm" in kind.lower() or "norm" in low or ".ln_" in f".{low}":
         return "norm"
+    if "embed" in low or low.split(".")[-2:-1] in (["wte"], ["wpe"]):
+        return "embedding"
     if "pooler" in low:
         return "pooler (task head)"
     if any(h in f"{low}" for h in _HEADS):

@@ -9,9 +9,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 
-__all__ = ["CHUNK", "check_finite", "count_nonzero", "csr_of", "matrix_rms", "move"]
+__all__ = ["CHUNK", "abs_scaled_columns", "check_finite", "count_nonzero", "csr_of", "matrix_rms", "move"]
 
 CHUNK = 1 << 20  # float64 elements per streamed piece (8 MiB); temporaries stay a small multiple of it
 
@@ -30,16 +31,55 @@ def count_nonzero(w: torch.Tensor) -> int:
     return sum(int(torch.count_nonzero(w[:, j : j + step])) for j in range(0, int(w.shape[1]), step))
 
 
-def csr_of(pieces: list[torch.Tensor], drop_zeros: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """CSR (indptr, distances) of node-major ``|w|`` pieces; zeros become distance 0 or are dropped."""
-    absw = torch.cat([p.reshape(-1) for p in pieces]) if len(pieces) > 1 else pieces[0].reshape(-1)
+def abs_scaled_columns(weights: tuple[torch.Tensor, ...], scales: tuple[float, ...], j0: int, j1: int) -> Any:
+    """``|w[:, j0:j1]| * scale`` of every matrix, stacked, float64, node-major ``(j1 - j0, rows)``.
+
+    NumPy on CPU (zero-copy view of the weights, one float64 temporary per chunk), torch elsewhere.
+    The weights are never modified.
+    """
+    parts = []
+    for w, s in zip(weights, scales):
+        chunk = w[:, j0:j1]
+        if chunk.device.type == "cpu":
+            if chunk.dtype not in (torch.float16, torch.float32, torch.float64):
+                chunk = chunk.float()  # bfloat16 & co: exact in float32, one chunk at a time
+            a = np.abs(chunk.numpy(), dtype=np.float64)
+        else:
+            a = chunk.to(torch.float64).abs()  # abs() allocates, so a float64 weight is not modified
+        if s != 1.0:
+            a *= s
+        parts.append(a)
+    if len(parts) == 1:
+        return parts[0].T
+    return (np.concatenate(parts, 0) if isinstance(parts[0], np.ndarray) else torch.cat(parts, 0)).T
+
+
+def csr_of(pieces: list[Any], drop_zeros: bool) -> tuple[Any, Any]:
+    """CSR (indptr, distances ``1/|w|``) of node-major ``|w|`` pieces (all NumPy or all torch).
+
+    Exact zeros are dropped (``drop_zeros``) or become distance 0, which the ``1 < d`` filter removes.
+    """
+    if isinstance(pieces[0], np.ndarray):
+        absw = np.concatenate([p.reshape(-1) for p in pieces])
+        nz = absw != 0
+        if drop_zeros:
+            lens = np.concatenate([np.count_nonzero(p, axis=1) for p in pieces]).astype(np.int64)
+            dist = 1.0 / absw[nz]
+        else:
+            lens = np.concatenate([np.full(p.shape[0], p.shape[1], dtype=np.int64) for p in pieces])
+            dist = np.zeros_like(absw)
+            np.divide(1.0, absw, out=dist, where=nz)
+        indptr = np.zeros(lens.size + 1, dtype=np.int64)
+        np.cumsum(lens, out=indptr[1:])
+        return indptr, dist
+    absw = torch.cat([p.reshape(-1) for p in pieces])
     nz = absw != 0
     if drop_zeros:
         lens = torch.cat([(p != 0).sum(1) for p in pieces])
         dist = 1.0 / absw[nz]
     else:
         lens = torch.cat([torch.full((p.shape[0],), p.shape[1], dtype=torch.int64, device=absw.device) for p in pieces])
-        dist = torch.where(nz, 1.0 / absw, 0.0)  # zero weight -> distance 0: filtered out by d > 1
+        dist = torch.where(nz, 1.0 / absw, 0.0)
     indptr = torch.zeros(lens.numel() + 1, dtype=torch.int64, device=absw.device)
     torch.cumsum(lens, 0, out=indptr[1:])
     return indptr, dist

@@ -21,7 +21,15 @@ import numpy as np
 import torch
 
 from neuromfa_callback._checks import check_choice, check_int, check_real
-from neuromfa_callback.functional._weights import CHUNK, check_finite, count_nonzero, csr_of, matrix_rms, move
+from neuromfa_callback.functional._weights import (
+    CHUNK,
+    abs_scaled_columns,
+    check_finite,
+    count_nonzero,
+    csr_of,
+    matrix_rms,
+    move,
+)
 from neuromfa_callback.functional.partition import PartitionSums
 from neuromfa_callback.functional.spectrum import Spectrum, _validated_params
 
@@ -151,19 +159,17 @@ class NeuronNetwork:
         return np.concatenate([b.columns for b in self.blocks]).astype(np.int64, copy=False)
 
     # ------------------------------------------------------------------------------ streaming
-    def _pieces(self) -> Iterator[torch.Tensor]:
-        """``|w| * scale`` in float64, node-major ``(k nodes, n_out)``, chunk by chunk of columns."""
+    def _pieces(self) -> Iterator[Any]:
+        """``|w| * scale`` in float64, node-major ``(k nodes, n_out)``, chunk by chunk of columns.
+
+        NumPy arrays for weights on CPU (no thread-pool overhead on small pieces), tensors otherwise.
+        """
         self.synchronize()
         budget = CHUNK
         for b in self.blocks:
             step = max(1, budget // max(b.n_out, 1))
             for j0 in range(0, b.n_nodes, step):
-                j1 = min(b.n_nodes, j0 + step)
-                parts = []
-                for w, s in zip(b.weights, b.scales):
-                    a = w[:, j0:j1].to(torch.float64).abs()  # abs() allocates: weights are never modified
-                    parts.append(a if s == 1.0 else a.mul_(s))
-                yield (parts[0] if len(parts) == 1 else torch.cat(parts, 0)).T
+                yield abs_scaled_columns(b.weights, b.scales, j0, min(b.n_nodes, j0 + step))
 
     @torch.no_grad()
     def partition(
@@ -200,19 +206,24 @@ class NeuronNetwork:
         from neuromfa_callback.backends import compute_partition
 
         total = PartitionSums.empty(q, grid, min_neighbours, backend=backend)
-        pending: list[torch.Tensor] = []
+        pending: list[Any] = []
         size = 0
         pieces = self._pieces()
         while True:
             piece = next(pieces, None)
             if piece is not None:
                 pending.append(piece)
-                size += piece.numel()
+                size += piece.shape[0] * piece.shape[1]
             if pending and (piece is None or size >= CHUNK):
                 indptr, dist = csr_of(pending, drop_zeros=False)
                 name = backend
-                if backend == "numpy" or (backend == "auto" and dist.device.type == "cpu"):
-                    name, indptr, dist = "numpy", indptr.cpu().numpy(), dist.cpu().numpy()
+                if isinstance(dist, np.ndarray):
+                    if backend == "auto":
+                        name = "numpy"
+                    elif backend != "numpy":
+                        indptr, dist = torch.from_numpy(indptr), torch.from_numpy(dist)
+                elif backend == "numpy":
+                    indptr, dist = indptr.cpu().numpy(), dist.cpu().numpy()
                 part = compute_partition(indptr, dist, q=q, grid=grid, min_neighbours=min_neighbours, backend=name)
                 total = total + part
                 pending, size = [], 0
@@ -231,10 +242,10 @@ class NeuronNetwork:
                 ips, ds = [np.zeros(1, dtype=np.int64)], []
                 offset = 0
                 for piece in self._pieces():
-                    ip, d = csr_of([piece], drop_zeros=True)
-                    ips.append(ip[1:].cpu().numpy() + offset)
-                    ds.append(d.cpu().numpy())
-                    offset += d.numel()
+                    ip, d = (_to_numpy(x) for x in csr_of([piece], drop_zeros=True))
+                    ips.append(ip[1:] + offset)
+                    ds.append(d)
+                    offset += d.size
             self._csr = (np.concatenate(ips), np.concatenate(ds) if ds else np.zeros(0))
         return self._csr
 
@@ -415,3 +426,7 @@ def build_network(
     return network_from_layout(
         resolve(model, architecture), neurons_per_layer=neurons_per_layer, seed=seed, full=full, scale=scale, scale_rms=scale_rms
     )
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    return x if isinstance(x, np.ndarray) else x.cpu().numpy()

@@ -48,13 +48,15 @@ def test_exact_zeros_are_not_edges():
 
 
 def test_streaming_in_small_chunks_gives_the_same_sums(monkeypatch):
-    """With 100-element chunks every matrix is split into many column chunks; sums and CSR are unchanged."""
+    """With 3000-element chunks every matrix is split into column chunks; sums and CSR are unchanged."""
     model = tiny_gpt_neox(seed=2)
     whole = build_network(model, full=True)
     ref_part, ref_ip, ref_d = whole.partition(threshold=1000.0, min_neighbours=3), whole.indptr, whole.distances
-    monkeypatch.setattr(network_mod, "CHUNK", 100)
-    monkeypatch.setattr(weights_mod, "CHUNK", 100)
+    monkeypatch.setattr(network_mod, "CHUNK", 3000)
+    monkeypatch.setattr(weights_mod, "CHUNK", 3000)
     chunked = build_network(model, full=True)
+    pieces = list(chunked._pieces())
+    assert len(pieces) >= 4 * len(chunked.blocks) and max(p.shape[0] * p.shape[1] for p in pieces) <= 3000
     part = chunked.partition(threshold=1000.0, min_neighbours=3)
     np.testing.assert_array_equal(chunked.indptr, ref_ip)
     np.testing.assert_array_equal(chunked.distances, ref_d)
