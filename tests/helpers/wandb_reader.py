@@ -507,16 +507,19 @@ def _resolve(run_dir: Path, rel: str) -> Path | None:
     return None
 
 
-def _media(records: Iterable[Record], type_name: str) -> Iterator[tuple[str, Any, dict[str, Any]]]:
+def _media(records: Iterable[Record], type_name: str | tuple[str, ...]) -> Iterator[tuple[str, Any, dict[str, Any]]]:
+    names = (type_name,) if isinstance(type_name, str) else type_name
     for row in history(records):
         for key, value in row.items():
-            if isinstance(value, dict) and value.get("_type") == type_name:
+            if isinstance(value, dict) and value.get("_type") in names:
                 yield key, row.get("_step"), value
 
 
 def tables(records: Iterable[Record], run_dir: str | os.PathLike[str]) -> dict[str, list[dict[str, Any]]]:
     """The ``wandb.Table`` values logged with ``run.log``, parsed.
 
+    An ``INCREMENTAL`` table appears once per log as ``"incremental-table-file"`` holding only
+    the rows added since the previous log (``increment_num`` counts them).
     A logged table appears in history as ``{"_type": "table-file", "path":
     "media/table/<key>_<n>_<hash>.table.json", ...}``; the JSON file lives in
     the run's ``files/`` directory.
@@ -534,7 +537,7 @@ def tables(records: Iterable[Record], run_dir: str | os.PathLike[str]) -> dict[s
     """
     rdir = _run_dir(run_dir)
     out: dict[str, list[dict[str, Any]]] = {}
-    for key, step, value in _media(records, "table-file"):
+    for key, step, value in _media(records, ("table-file", "incremental-table-file")):
         local = _resolve(rdir, value["path"])
         if local is None:
             raise FileNotFoundError(f"table {key!r} at step {step}: {value['path']!r} not found under {rdir}/files")
