@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["CHUNK", "abs_scaled_columns", "check_finite", "count_nonzero", "csr_of", "matrix_rms", "move"]
+__all__ = ["CHUNK", "abs_scaled_columns", "check_finite", "count_nonzero", "csr_of", "gather", "matrix_rms", "move"]
 
-CHUNK = 1 << 20  # float64 elements per streamed piece (8 MiB); temporaries stay a small multiple of it
+CHUNK = 1 << 17  # float64 elements per streamed piece (1 MiB): the backends' temporaries stay a few tens of MiB
 
 
 def move(w: torch.Tensor, device: torch.device, non_blocking: bool, copy: bool) -> torch.Tensor:
@@ -85,12 +85,26 @@ def csr_of(pieces: list[Any], drop_zeros: bool) -> tuple[Any, Any]:
     return indptr, dist
 
 
+_NUMPY_DTYPES = (torch.float16, torch.float32, torch.float64)
+
+
+def gather(w: torch.Tensor, rows: np.ndarray, cols: np.ndarray) -> torch.Tensor:
+    """``w[rows][:, cols]`` as a new tensor, reading only those entries (NumPy fancy indexing on CPU)."""
+    if w.device.type == "cpu" and w.dtype in _NUMPY_DTYPES:
+        return torch.from_numpy(w.numpy()[np.ix_(rows, cols)])
+    r = torch.as_tensor(rows, dtype=torch.int64, device=w.device)
+    c = torch.as_tensor(cols, dtype=torch.int64, device=w.device)
+    return w[r[:, None], c]
+
+
 def check_finite(w: torch.Tensor, name: str, rows: Any = None, cols: Any = None) -> None:
     """Raise ``ValueError`` naming parameter ``name`` if ``w`` holds NaN or inf.
 
     ``rows``/``cols``: the rows and columns of the whole parameter that ``w`` holds (sampled mode),
     so the message gives the position in the parameter.
     """
+    if w.device.type == "cpu" and w.dtype in _NUMPY_DTYPES and w.numel() <= CHUNK and np.isfinite(w.numpy()).all():
+        return  # fast path for small CPU matrices (sampled blocks)
     step = max(1, CHUNK // max(int(w.shape[0]), 1))
     for j in range(0, int(w.shape[1]), step):
         chunk = w[:, j : j + step]

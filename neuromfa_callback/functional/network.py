@@ -27,6 +27,7 @@ from neuromfa_callback.functional._weights import (
     check_finite,
     count_nonzero,
     csr_of,
+    gather,
     matrix_rms,
     move,
 )
@@ -333,9 +334,7 @@ def network_from_layout(
             for name, w, rows in zip(g.names, g.weights, rows_of):
                 s = scale_rms / rms[name] if rms is not None and scale == "rms" else 1.0
                 if rows is not None:
-                    r = torch.as_tensor(rows, dtype=torch.int64, device=w.device)
-                    c = torch.as_tensor(sels[i].cols, dtype=torch.int64, device=w.device)
-                    w = w[r[:, None], c]  # reads only the sampled entries
+                    w = gather(w, rows, sels[i].cols)  # reads only the sampled entries
                     check_finite(w, name, rows, sels[i].cols)
                 elif scale != "rms":
                     check_finite(w, name)  # full mode; with scale="rms" layout_rms checked the whole matrix
