@@ -33,6 +33,7 @@ from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
 from neuromfa_callback import NeuroMFACallback
+from neuromfa_callback._wandb import wandb_init_kwargs
 from neuromfa_callback.plotting import plot_emergence, plot_spectra
 
 CONTEXT = 128
@@ -147,23 +148,6 @@ class ValLossHistory(Callback):
             self.values[trainer.global_step] = float(trainer.callback_metrics["val_loss"])
 
 
-def wandb_mode() -> str:
-    """``online`` when the user has configured W&B (WANDB_MODE, WANDB_API_KEY or a netrc login), else ``offline``."""
-    if os.environ.get("WANDB_MODE"):
-        return os.environ["WANDB_MODE"]
-    if os.environ.get("WANDB_API_KEY"):
-        return "online"
-    try:
-        import netrc
-
-        host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("//")[-1]
-        if netrc.netrc().authenticators(host):
-            return "online"
-    except (OSError, netrc.NetrcParseError):
-        pass
-    return "offline"
-
-
 def summary_table(history: list[dict[str, Any]], val: dict[int, float]) -> str:
     """A plain-text table of the snapshots with the validation loss."""
     head = f"{'step':>6} {'val_loss':>9} {'alpha0':>8} {'width':>7} {'E':>8} {'alpha0_rms':>10} {'E_rms':>8} {'mean|w|':>8}"
@@ -214,8 +198,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not args.no_wandb:
         from lightning.pytorch.loggers import WandbLogger
 
-        mode = wandb_mode()
-        loggers.append(WandbLogger(project="neuromfa-demo", save_dir=str(out), offline=mode == "offline", log_model=False))
+        kw = wandb_init_kwargs()
+        mode = kw.pop("mode")
+        kw.pop("dir", None)  # the demo keeps its run inside --output
+        loggers.append(WandbLogger(project="neuromfa-demo", save_dir=str(out), offline=mode == "offline", mode=mode, log_model=False))
         print(f"W&B: {mode} run in {out / 'wandb'}", file=sys.stderr)
 
     neuromfa = NeuroMFACallback(every_n_train_steps=args.every, samples=args.samples, neurons_per_layer=32, history_path=hist_path)

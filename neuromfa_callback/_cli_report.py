@@ -208,10 +208,11 @@ def log_wandb(records: Sequence[Mapping[str, Any]], options: Mapping[str, Any], 
     from neuromfa_callback.loggers import STEP_KEY, scalar_metrics
     from neuromfa_callback.plotting import plot_emergence, plot_spectra
 
-    mode = {} if os.environ.get("WANDB_MODE") else {"mode": "offline"}
+    from neuromfa_callback._wandb import wandb_init_kwargs
+
     config = {**options, "paths": [str(r["path"]) for r in records]}
     try:
-        run = wandb.init(project=project, job_type="neuromfa-analyze", config=config, **mode)
+        run = wandb.init(project=project, job_type="neuromfa-analyze", config=config, **wandb_init_kwargs())
     except wandb.errors.Error as err:
         raise OSError(f"--wandb: cannot start a W&B run: {err}") from err
     exit_code = 1

@@ -79,8 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Analyse checkpoints in the given order; the first is the baseline (E = 0). "
                     "PATH: a Hugging Face model folder, a .safetensors file, or a Lightning .ckpt.",
         epilog="--plot out.png writes the alpha0/width/E panels to out.png and the f(alpha) spectra to "
-               "out_spectra.png. --wandb logs to project --wandb-project in offline mode unless WANDB_MODE is set "
-               "(e.g. WANDB_MODE=online); the run goes under WANDB_DIR. JSON NaN marks a failed checkpoint.",
+               "out_spectra.png. --wandb logs to project --wandb-project, offline unless W&B is configured "
+               "(WANDB_MODE, WANDB_API_KEY or `wandb login`); the run goes under WANDB_DIR. JSON NaN marks a failed checkpoint.",
     )
     an.add_argument("paths", nargs="+", metavar="PATH", help="checkpoints, oldest first")
     opts = an.add_argument_group("analysis (as NeuroMFACallback)")
