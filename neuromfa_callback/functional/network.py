@@ -271,6 +271,14 @@ class NeuronNetwork:
         is recorded; the new network waits on it before it reads its weights (:meth:`synchronize`),
         so the training thread can hand it to a worker thread at once. ``copy=True`` copies even on
         the same device (a snapshot of full-mode weights).
+
+        Example:
+            >>> import torch
+            >>> mlp = torch.nn.Sequential(torch.nn.Linear(8, 8))
+            >>> net = build_network(mlp, full=True)
+            >>> snap = net.to("cpu", copy=True)
+            >>> snap.blocks[0].weights[0].data_ptr() != mlp[0].weight.data_ptr(), snap.device.type
+            (True, 'cpu')
         """
         device = torch.device(device)
         with torch.no_grad():
@@ -419,9 +427,7 @@ def build_network(
     """
     from neuromfa_callback.architectures import resolve
 
-    args = validate_build_args(neurons_per_layer, seed, full, scale, scale_rms)
-    check_choice("architecture", architecture, ("auto", "gpt_neox", "gpt2", "llama", "bert", "mlp"))
-    neurons_per_layer, seed, full, scale, scale_rms = args
+    neurons_per_layer, seed, full, scale, scale_rms = validate_build_args(neurons_per_layer, seed, full, scale, scale_rms)
     return network_from_layout(
         resolve(model, architecture), neurons_per_layer=neurons_per_layer, seed=seed, full=full, scale=scale, scale_rms=scale_rms
     )
