@@ -150,7 +150,13 @@ def main() -> None:
         f"max |tau - loop tau| = {tau_err:.1e}"
     )
     rows = [
-        ["analyze_model (build + spectra)", f"{t_ours * 1e3:.1f}", "1.0x", f"{t_ls / t_ours:.0f}x", f"{(t_lx + t_ls) / t_ours:.0f}x"],
+        [
+            "analyze_model (build + spectra)",
+            f"{t_ours * 1e3:.1f}",
+            "1.0x",
+            f"{t_ls / t_ours:.0f}x",
+            f"{(t_lx + t_ls) / t_ours:.0f}x",
+        ],
         ["  of which build_network x10", f"{t_build * 1e3:.1f}", f"{t_build / t_ours:.2f}x", "", ""],
         ["  of which NeuronNetwork.spectrum x10", f"{t_part * 1e3:.1f}", f"{t_part / t_ours:.2f}x", "", ""],
         ["loop extraction x10 (Python loop over edges)", f"{t_lx * 1e3:.1f}", f"{t_lx / t_ours:.0f}x", "", ""],
@@ -163,7 +169,14 @@ def main() -> None:
         f"(median {statistics.median(ratios):.0f}x; target >= 40x)"
     )
 
-    weights_mib = sum(p.numel() * p.element_size() for n, p in model.named_parameters() if "layers" in n and n.endswith("weight") and p.ndim == 2) / 2**20
+    weights_mib = (
+        sum(
+            p.numel() * p.element_size()
+            for n, p in model.named_parameters()
+            if "layers" in n and n.endswith("weight") and p.ndim == 2
+        )
+        / 2**20
+    )
     full = build_network(model, full=True)
     t_full, rss, traced = peak_extra(lambda: full.spectrum())
     t_fa, rss_a, traced_a = peak_extra(lambda: analyze_model(model, full=True))

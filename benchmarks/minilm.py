@@ -30,13 +30,17 @@ def main() -> None:
     trained = AutoModel.from_pretrained(path)
     torch.manual_seed(0)
     init = AutoModel.from_config(AutoConfig.from_pretrained(path))
-    print("| weights | scale | alpha0 (mean ± std) | width (mean ± std) | ill-formed | mean kept abs(w) | E vs init | seconds |")
+    print(
+        "| weights | scale | alpha0 (mean ± std) | width (mean ± std) | ill-formed | mean kept abs(w) | E vs init | s |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for scale in (None, "rms"):
         results = []
         for label, model in (("trained", trained), ("init (torch seed 0)", init)):
             t0 = time.perf_counter()
-            results.append((label, analyze_model(model, samples=10, neurons_per_layer=32, scale=scale), time.perf_counter() - t0))
+            results.append(
+                (label, analyze_model(model, samples=10, neurons_per_layer=32, scale=scale), time.perf_counter() - t0)
+            )
         base = results[1][1]
         for label, a, elapsed in results:
             print(
@@ -44,6 +48,7 @@ def main() -> None:
                 f"{a.width_mean:.4f} ± {a.width_std:.4f} | {a.n_ill_formed}/10 | {a.weighted_degree:.5f} | "
                 f"{a.emergence(base):+.4f} | {elapsed:.2f} |"
             )
+
 
 if __name__ == "__main__":
     main()

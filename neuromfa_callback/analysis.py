@@ -189,7 +189,9 @@ def analyze_model(
     samples = check_int("samples", samples, minimum=1)
     unknown = sorted(set(spectrum_kwargs) - set(_SPECTRUM_KWARGS))
     if unknown:
-        raise TypeError(f"analyze_model() got unexpected keyword arguments {unknown}; spectrum options are {_SPECTRUM_KWARGS}")
+        raise TypeError(
+            f"analyze_model() got unexpected keyword arguments {unknown}; spectrum options are {_SPECTRUM_KWARGS}"
+        )
     check_choice("backend", backend, BACKENDS)
     neurons_per_layer, _, full, scale, scale_rms = validate_build_args(neurons_per_layer, 0, full, scale, scale_rms)
     layout = resolve(model, architecture)
@@ -198,7 +200,13 @@ def analyze_model(
     spectra, degrees = [], []
     for seed in seeds:
         net = network_from_layout(
-            layout, neurons_per_layer=neurons_per_layer, seed=seed or 0, full=full, scale=scale, scale_rms=scale_rms, rms=rms
+            layout,
+            neurons_per_layer=neurons_per_layer,
+            seed=seed or 0,
+            full=full,
+            scale=scale,
+            scale_rms=scale_rms,
+            rms=rms,
         )
         part = net.partition(backend=backend, **spectrum_kwargs)
         spectra.append(part.spectrum())

@@ -60,7 +60,9 @@ def test_to_dict_is_json_and_emergence(model):
     assert d["alpha0_mean"] == a.alpha0_mean and len(d["spectra"]) == 3 and len(d["tau_mean"]) == 61
     assert d["backend"] == "numpy"
     b = analyze_model(model, samples=3, neurons_per_layer=8, scale="rms", scale_rms=0.05, **SPECTRUM)
-    assert b.emergence(a) == pytest.approx(emergence(b.alpha0_mean, b.width_mean, a.alpha0_mean, a.width_mean), rel=1e-15)
+    assert b.emergence(a) == pytest.approx(
+        emergence(b.alpha0_mean, b.width_mean, a.alpha0_mean, a.width_mean), rel=1e-15
+    )
     assert a.emergence(a) == 0.0
     with pytest.raises(TypeError, match="Expected `baseline` to be a ModelAnalysis"):
         a.emergence({"alpha0": 1.0})
@@ -119,7 +121,8 @@ def test_trained_minilm_differs_from_its_initialisation(minilm, scale):
     a = analyze_model(trained, samples=10, neurons_per_layer=32, scale=scale)
     b = analyze_model(init, samples=10, neurons_per_layer=32, scale=scale)
     print(
-        f"\nMiniLM scale={scale}: trained alpha0 {a.alpha0_mean:.4f}±{a.alpha0_std:.4f} width {a.width_mean:.4f}±{a.width_std:.4f}"
+        f"\nMiniLM scale={scale}: trained alpha0 {a.alpha0_mean:.4f}±{a.alpha0_std:.4f} "
+        f"width {a.width_mean:.4f}±{a.width_std:.4f}"
         f" | init alpha0 {b.alpha0_mean:.4f}±{b.alpha0_std:.4f} width {b.width_mean:.4f}±{b.width_std:.4f}"
     )
     assert a.family == b.family == "bert" and a.n_ill_formed == b.n_ill_formed == 0

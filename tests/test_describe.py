@@ -42,9 +42,29 @@ def test_gpt_neox_table():
 @pytest.mark.parametrize(
     ("build", "used", "skipped"),
     [
-        (tiny_gpt2, 8, {"transformer.wpe.weight": "embedding", "lm_head.weight": "unembedding (tied to transformer.wte.weight)", "transformer.h.0.ln_1.bias": "bias"}),
-        (tiny_llama, 14, {"model.norm.weight": "norm", "model.embed_tokens.weight": "embedding", "lm_head.weight": "unembedding"}),
-        (tiny_bert, 12, {"pooler.dense.weight": "pooler (task head)", "embeddings.LayerNorm.weight": "norm", "encoder.layer.0.attention.output.LayerNorm.bias": "bias"}),
+        (
+            tiny_gpt2,
+            8,
+            {
+                "transformer.wpe.weight": "embedding",
+                "lm_head.weight": "unembedding (tied to transformer.wte.weight)",
+                "transformer.h.0.ln_1.bias": "bias",
+            },
+        ),
+        (
+            tiny_llama,
+            14,
+            {"model.norm.weight": "norm", "model.embed_tokens.weight": "embedding", "lm_head.weight": "unembedding"},
+        ),
+        (
+            tiny_bert,
+            12,
+            {
+                "pooler.dense.weight": "pooler (task head)",
+                "embeddings.LayerNorm.weight": "norm",
+                "encoder.layer.0.attention.output.LayerNorm.bias": "bias",
+            },
+        ),
         (tiny_mlp, 3, {"0.bias": "bias"}),
     ],
     ids=["gpt2", "llama", "bert", "mlp"],

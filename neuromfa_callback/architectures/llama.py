@@ -6,7 +6,7 @@ rows, ``K*d`` key/value rows), intermediate size ``I`` and ``S = neurons_per_lay
 
 | matrix (HF name) | input neurons sampled | output neurons sampled |
 |---|---|---|
-| `self_attn.{q_proj,k_proj,v_proj}.weight` (H*d x F, K*d x F, K*d x F; one node set) | `a` = S of F | q rows `t`; k and v rows `kv(t)` |
+| `self_attn.{q,k,v}_proj.weight` (H*d, K*d, K*d rows x F; one node set) | `a` = S of F | q rows `t`; k, v: `kv(t)` |
 | `self_attn.o_proj.weight` (F x H*d) | the same `t` (S of H*d) | `b` = S of F |
 | `mlp.{gate_proj,up_proj}.weight` (I x F each; one node set) | `b` | rows `c` = 2S of I in both |
 | `mlp.down_proj.weight` (F x I) | `c` | next layer's `a` (last layer: a fresh S of F) |

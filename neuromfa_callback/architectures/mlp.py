@@ -77,7 +77,10 @@ def _sampler(sizes: list[int]):
     def sample(neurons_per_layer: int, rng: np.random.RandomState) -> list[Selection]:
         for k, n in enumerate(sizes):
             if neurons_per_layer > n:
-                raise ValueError(f"Expected `neurons_per_layer` <= {n} (the width of MLP layer boundary {k}), got {neurons_per_layer}")
+                raise ValueError(
+                    f"Expected `neurons_per_layer` <= {n} (the width of MLP layer boundary {k}), "
+                    f"got {neurons_per_layer}"
+                )
         draws = [rng.choice(n, neurons_per_layer, replace=False) for n in sizes]
         return [Selection(draws[k], (draws[k + 1],)) for k in range(len(sizes) - 1)]
 

@@ -427,9 +427,16 @@ def build_network(
     """
     from neuromfa_callback.architectures import resolve
 
-    neurons_per_layer, seed, full, scale, scale_rms = validate_build_args(neurons_per_layer, seed, full, scale, scale_rms)
+    neurons_per_layer, seed, full, scale, scale_rms = validate_build_args(
+        neurons_per_layer, seed, full, scale, scale_rms
+    )
     return network_from_layout(
-        resolve(model, architecture), neurons_per_layer=neurons_per_layer, seed=seed, full=full, scale=scale, scale_rms=scale_rms
+        resolve(model, architecture),
+        neurons_per_layer=neurons_per_layer,
+        seed=seed,
+        full=full,
+        scale=scale,
+        scale_rms=scale_rms,
     )
 
 

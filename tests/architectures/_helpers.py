@@ -37,7 +37,9 @@ def tiny_gpt2(seed: int = 0):
 
     quiet_transformers()
     torch.manual_seed(seed)
-    return GPT2LMHeadModel(GPT2Config(vocab_size=64, n_embd=48, n_layer=2, n_head=4, n_positions=32, bos_token_id=0, eos_token_id=0))
+    return GPT2LMHeadModel(
+        GPT2Config(vocab_size=64, n_embd=48, n_layer=2, n_head=4, n_positions=32, bos_token_id=0, eos_token_id=0)
+    )
 
 
 def tiny_llama(seed: int = 0):
@@ -63,7 +65,12 @@ def tiny_bert(seed: int = 0):
     quiet_transformers()
     torch.manual_seed(seed)
     cfg = BertConfig(
-        vocab_size=64, hidden_size=48, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96, max_position_embeddings=32
+        vocab_size=64,
+        hidden_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=96,
+        max_position_embeddings=32,
     )
     return BertModel(cfg)
 

@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 from neuromfa_callback import build_network
-from tests.architectures._helpers import assert_csr_matches_oracle, assert_partition_matches_csr, check_full_mode, tiny_bert
+from tests.architectures._helpers import (
+    assert_csr_matches_oracle,
+    assert_partition_matches_csr,
+    check_full_mode,
+    tiny_bert,
+)
 
 PARTS = (
     "attention.self.query",

@@ -104,7 +104,9 @@ def test_peft_base_layer_is_read_and_unmerged_lora_is_refused():
     net = build_network(FakePeftModel(model), neurons_per_layer=8)
     assert net.blocks[0].name == "gpt_neox.layers.0.attention.query_key_value.base_layer.weight"
     attn.query_key_value = LoraLinear(base, adapters=True)
-    with pytest.raises(ValueError, match=r"un-merged LoRA adapter weights \(gpt_neox\.layers\.0\.attention\.query_key_value\.lora_A"):
+    with pytest.raises(
+        ValueError, match=r"un-merged LoRA adapter weights \(gpt_neox\.layers\.0\.attention\.query_key_value\.lora_A"
+    ):
         build_network(FakePeftModel(model), neurons_per_layer=8)
 
 
@@ -128,7 +130,9 @@ def test_unsupported_hf_model_type():
             self.config = SimpleNamespace(model_type="opt")
             self.fc1 = torch.nn.Linear(4, 4)
 
-    with pytest.raises(ValueError, match=r"Unsupported model OPTLike .*config.model_type 'opt'.*fc1 \(4, 4\).*supported families"):
+    with pytest.raises(
+        ValueError, match=r"Unsupported model OPTLike .*config.model_type 'opt'.*fc1 \(4, 4\).*supported families"
+    ):
         build_network(OPTLike())
 
 

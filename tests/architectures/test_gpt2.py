@@ -6,7 +6,12 @@ import numpy as np
 import torch
 
 from neuromfa_callback import build_network
-from tests.architectures._helpers import assert_csr_matches_oracle, assert_partition_matches_csr, check_full_mode, tiny_gpt2
+from tests.architectures._helpers import (
+    assert_csr_matches_oracle,
+    assert_partition_matches_csr,
+    check_full_mode,
+    tiny_gpt2,
+)
 
 PARTS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
 
@@ -28,7 +33,9 @@ def test_sampled_follows_the_reference_draws_on_transposed_weights():
             w = model.get_parameter(block.name).detach()  # in x out
             np.testing.assert_array_equal(block.columns, cols)
             np.testing.assert_array_equal(block.rows[0], rows)
-            torch.testing.assert_close(block.weights[0], w[torch.as_tensor(cols)][:, torch.as_tensor(rows)].T, rtol=0, atol=0)
+            torch.testing.assert_close(
+                block.weights[0], w[torch.as_tensor(cols)][:, torch.as_tensor(rows)].T, rtol=0, atol=0
+            )
     assert_csr_matches_oracle(model, net)
     assert_partition_matches_csr(net)
 

@@ -85,7 +85,10 @@ def test_sampled_reads_only_sampled_entries_and_copies_them():
     before = net.distances.copy()
     b = net.blocks[0]
     assert tuple(b.weights[0].shape) == (24, 8)
-    assert b.weights[0].untyped_storage().data_ptr() != model.gpt_neox.layers[0].attention.query_key_value.weight.data_ptr()
+    assert (
+        b.weights[0].untyped_storage().data_ptr()
+        != model.gpt_neox.layers[0].attention.query_key_value.weight.data_ptr()
+    )
     with torch.no_grad():
         model.gpt_neox.layers[0].attention.query_key_value.weight.mul_(2)
     k = int(net.indptr[b.n_nodes])  # the qkv block's edges come first

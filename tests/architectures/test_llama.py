@@ -7,7 +7,12 @@ import pytest
 
 from neuromfa_callback import build_network
 from neuromfa_callback.architectures.llama import kv_rows
-from tests.architectures._helpers import assert_csr_matches_oracle, assert_partition_matches_csr, check_full_mode, tiny_llama
+from tests.architectures._helpers import (
+    assert_csr_matches_oracle,
+    assert_partition_matches_csr,
+    check_full_mode,
+    tiny_llama,
+)
 
 PARTS = (
     "self_attn.q_proj",

@@ -7,7 +7,12 @@ import pytest
 import torch
 
 from neuromfa_callback import build_network
-from tests.architectures._helpers import assert_csr_matches_oracle, assert_partition_matches_csr, check_full_mode, tiny_mlp
+from tests.architectures._helpers import (
+    assert_csr_matches_oracle,
+    assert_partition_matches_csr,
+    check_full_mode,
+    tiny_mlp,
+)
 
 
 def test_sampled_chain():
@@ -22,7 +27,9 @@ def test_sampled_chain():
         np.testing.assert_array_equal(block.columns, draws[k])
         np.testing.assert_array_equal(block.rows[0], draws[k + 1])
         w = model[2 * k].weight.detach()
-        torch.testing.assert_close(block.weights[0], w[torch.as_tensor(draws[k + 1])][:, torch.as_tensor(draws[k])], rtol=0, atol=0)
+        torch.testing.assert_close(
+            block.weights[0], w[torch.as_tensor(draws[k + 1])][:, torch.as_tensor(draws[k])], rtol=0, atol=0
+        )
     assert_csr_matches_oracle(model, net)
     assert_partition_matches_csr(net, min_neighbours=3, threshold=1000.0)
 

@@ -110,7 +110,9 @@ def test_rms_scale_rescales_each_whole_matrix():
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(4.0)  # exact in float32
-    np.testing.assert_array_equal(build_network(model, neurons_per_layer=8, seed=1, scale="rms").distances, rms.distances)
+    np.testing.assert_array_equal(
+        build_network(model, neurons_per_layer=8, seed=1, scale="rms").distances, rms.distances
+    )
     np.testing.assert_array_equal(build_network(model, neurons_per_layer=8, seed=1).distances, raw.distances / 4)
 
 
@@ -168,7 +170,11 @@ def test_all_zero_matrix_cannot_be_rescaled():
     [
         ({"neurons_per_layer": 0}, ValueError, r"Expected `neurons_per_layer` >= 1, got 0"),
         ({"neurons_per_layer": 65}, ValueError, r"Expected `neurons_per_layer` <= 64 \(the hidden size .*\), got 65"),
-        ({"neurons_per_layer": 33}, ValueError, r"Expected `neurons_per_layer` <= 32 \(half the MLP intermediate size 64.*got 33"),
+        (
+            {"neurons_per_layer": 33},
+            ValueError,
+            r"Expected `neurons_per_layer` <= 32 \(half the MLP intermediate size 64.*got 33",
+        ),
         ({"neurons_per_layer": 8.0}, TypeError, r"Expected `neurons_per_layer` to be an int, got 8.0"),
         ({"seed": -1}, ValueError, r"Expected `seed` >= 0, got -1"),
         ({"scale": "unit"}, ValueError, r"Expected `scale` to be one of \(None, 'rms'\), got 'unit'"),
