@@ -184,7 +184,12 @@ def analyze_model(
         (3, True, 0)
     """
     from neuromfa_callback.architectures import resolve
-    from neuromfa_callback.functional.network import layout_rms, network_from_layout, validate_build_args
+    from neuromfa_callback.functional.network import (
+        layout_check_finite,
+        layout_rms,
+        network_from_layout,
+        validate_build_args,
+    )
 
     samples = check_int("samples", samples, minimum=1)
     unknown = sorted(set(spectrum_kwargs) - set(_SPECTRUM_KWARGS))
@@ -197,6 +202,8 @@ def analyze_model(
     layout = resolve(model, architecture)
     seeds: tuple[int | None, ...] = (None,) if full else tuple(range(samples))
     rms = layout_rms(layout) if scale == "rms" else None  # once: the weights do not change between samples
+    if rms is None:
+        layout_check_finite(layout)  # once, whole matrices: a NaN anywhere means the run diverged
     spectra, degrees = [], []
     for seed in seeds:
         net = network_from_layout(
@@ -207,6 +214,7 @@ def analyze_model(
             scale=scale,
             scale_rms=scale_rms,
             rms=rms,
+            checked=True,
         )
         part = net.partition(backend=backend, **spectrum_kwargs)
         spectra.append(part.spectrum())

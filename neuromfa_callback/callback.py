@@ -165,6 +165,8 @@ class NeuroMFACallback(Callback):
             self.monitor.check_model(self.target(pl_module))
         except (ValueError, TypeError) as err:
             raise MisconfigurationException(f"NeuroMFACallback cannot analyse this model: {err}") from err
+        except (ImportError, RuntimeError) as err:
+            raise MisconfigurationException(f"NeuroMFACallback(backend={self.monitor.metric_kwargs['backend']!r}): {err}") from err
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._disabled = bool(trainer.fast_dev_run)

@@ -110,11 +110,20 @@ class NeuroMFA(Metric):
 
     def build_networks(self, model: torch.nn.Module, seeds: Sequence[int] | None = None) -> list[Any]:
         """The networks ``update(model)`` would analyse (one per local seed); cheap in sampled mode."""
-        from neuromfa_callback.functional.network import build_network
+        from neuromfa_callback.architectures import resolve
+        from neuromfa_callback.functional.network import layout_check_finite, layout_rms, network_from_layout
 
         seeds = self.local_seeds() if seeds is None else list(seeds)
+        layout = resolve(model, "auto")
+        # One pass over the whole matrices per call (finiteness, RMS), not one per seed.
+        rms = layout_rms(layout) if self.scale == "rms" else None
+        if rms is None:
+            layout_check_finite(layout)
         return [
-            build_network(model, neurons_per_layer=self.neurons_per_layer, seed=s, full=self.full, scale=self.scale)
+            network_from_layout(
+                layout, neurons_per_layer=self.neurons_per_layer, seed=s, full=self.full, scale=self.scale,
+                scale_rms=0.02, rms=rms, checked=True,
+            )
             for s in seeds
         ]
 

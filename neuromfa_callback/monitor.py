@@ -110,8 +110,12 @@ class SnapshotMonitor:
         return [("raw", None)] + ([("rms", "rms")] if self.scale_control else [])
 
     def check_model(self, model: torch.nn.Module) -> None:
-        """Build one network now so that unsupported models and bad sizes fail before training."""
+        """Fail before training: unsupported models, bad sizes, non-finite weights, a missing backend."""
+        from neuromfa_callback.backends.cupy_backend import require_cupy
         from neuromfa_callback.functional.network import build_network
+
+        if self.metric_kwargs["backend"] == "cupy":
+            require_cupy()  # ImportError naming the extra to install, or RuntimeError without a GPU
 
         build_network(model, neurons_per_layer=self.metric_kwargs["neurons_per_layer"], seed=0, full=self.metric_kwargs["full"])
 

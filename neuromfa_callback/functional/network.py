@@ -316,6 +316,18 @@ def layout_rms(layout: Layout) -> dict[str, float]:
         return {n: matrix_rms(w, n) for g in layout.groups for n, w in zip(g.names, g.weights)}
 
 
+def layout_check_finite(layout: Layout) -> None:
+    """Raise ``ValueError`` naming the parameter if any analysed matrix holds NaN or inf anywhere.
+
+    A non-finite weight anywhere means the run has diverged, so sampled mode checks whole matrices
+    too (a chunked reduction: nothing is copied).
+    """
+    with torch.no_grad():
+        for g in layout.groups:
+            for name, w in zip(g.names, g.weights):
+                check_finite(w, name)
+
+
 def network_from_layout(
     layout: Layout,
     *,
@@ -325,6 +337,7 @@ def network_from_layout(
     scale: str | None,
     scale_rms: float,
     rms: Mapping[str, float] | None = None,
+    checked: bool = False,
 ) -> NeuronNetwork:
     """Build the network of an already resolved layout (arguments validated by :func:`build_network`).
 
@@ -332,7 +345,9 @@ def network_from_layout(
     sample when the weights have not changed).
     """
     if scale == "rms" and rms is None:
-        rms = layout_rms(layout)
+        rms = layout_rms(layout)  # also checks every matrix is finite
+    elif not checked:
+        layout_check_finite(layout)
     sels = None if full else layout.sample(neurons_per_layer, np.random.RandomState(seed))
     blocks = []
     with torch.no_grad():
@@ -343,9 +358,6 @@ def network_from_layout(
                 s = scale_rms / rms[name] if rms is not None and scale == "rms" else 1.0
                 if rows is not None:
                     w = gather(w, rows, sels[i].cols)  # reads only the sampled entries
-                    check_finite(w, name, rows, sels[i].cols)
-                elif scale != "rms":
-                    check_finite(w, name)  # full mode; with scale="rms" layout_rms checked the whole matrix
                 weights.append(w)
                 scales.append(float(s))
             blocks.append(
@@ -407,14 +419,14 @@ def build_network(
         architecture: ``"auto"`` or a family name (``"gpt_neox"``, ``"gpt2"``, ``"llama"``, ``"bert"``, ``"mlp"``).
 
     Returns:
-        :class:`NeuronNetwork`. Sampled mode reads only the sampled entries of each weight (plus the
-        whole matrix for ``scale="rms"``) and holds small copies; full mode holds views.
+        :class:`NeuronNetwork`. Sampled mode copies only the sampled entries of each weight (the
+        whole matrices are only reduced: the finiteness check, and the RMS for ``scale="rms"``);
+        full mode holds views.
 
     Raises:
         ValueError: unsupported model (the message lists what was found), ``neurons_per_layer``
-            out of range, a non-finite weight in an analysed matrix (the message names the
-            parameter; sampled raw mode checks the sampled entries, full or rms mode the whole
-            matrix), or bad arguments (named with their value).
+            out of range, a non-finite weight anywhere in an analysed matrix (the message names
+            the parameter and the position), or bad arguments (named with their value).
 
     Example:
         >>> import torch
