@@ -12,9 +12,10 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["CHUNK", "abs_scaled_columns", "check_finite", "count_nonzero", "csr_of", "gather", "matrix_rms", "move"]
+__all__ = ["CHUNK", "CUDA_CHUNK", "abs_scaled_columns", "check_finite", "count_nonzero", "csr_of", "gather", "matrix_rms", "move"]
 
-CHUNK = 1 << 17  # float64 elements per streamed piece (1 MiB): the backends' temporaries stay a few tens of MiB
+CHUNK = 1 << 15  # float64 elements per streamed piece on CPU (256 KiB): extra peak memory ~ 11-22 MiB on Pythia-410m (benchmarks/bench_memory.py)
+CUDA_CHUNK = 1 << 24  # on CUDA: large pieces amortise kernel launches (128 MiB of float64 temporaries)
 
 
 def move(w: torch.Tensor, device: torch.device, non_blocking: bool, copy: bool) -> torch.Tensor:

@@ -23,6 +23,7 @@ import torch
 from neuromfa_callback._checks import check_choice, check_int, check_real
 from neuromfa_callback.functional._weights import (
     CHUNK,
+    CUDA_CHUNK,
     abs_scaled_columns,
     check_finite,
     count_nonzero,
@@ -160,13 +161,16 @@ class NeuronNetwork:
         return np.concatenate([b.columns for b in self.blocks]).astype(np.int64, copy=False)
 
     # ------------------------------------------------------------------------------ streaming
+    def _chunk(self) -> int:
+        return CUDA_CHUNK if self.device.type == "cuda" else CHUNK
+
     def _pieces(self) -> Iterator[Any]:
         """``|w| * scale`` in float64, node-major ``(k nodes, n_out)``, chunk by chunk of columns.
 
         NumPy arrays for weights on CPU (no thread-pool overhead on small pieces), tensors otherwise.
         """
         self.synchronize()
-        budget = CHUNK
+        budget = self._chunk()
         for b in self.blocks:
             step = max(1, budget // max(b.n_out, 1))
             for j0 in range(0, b.n_nodes, step):
@@ -215,7 +219,7 @@ class NeuronNetwork:
             if piece is not None:
                 pending.append(piece)
                 size += piece.shape[0] * piece.shape[1]
-            if pending and (piece is None or size >= CHUNK):
+            if pending and (piece is None or size >= self._chunk()):
                 indptr, dist = csr_of(pending, drop_zeros=False)
                 name = backend
                 if isinstance(dist, np.ndarray):
