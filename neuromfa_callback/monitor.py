@@ -33,6 +33,8 @@ __all__ = ["SnapshotMonitor"]
 log = logging.getLogger(__name__)
 
 _ON_ERROR = ("warn", "raise")
+#: The ``compute()`` scalars ``make_record`` reads, all NaN: a scale-controlled analysis that could not run.
+_NAN_SUMMARY = dict.fromkeys(("alpha0", "alpha0_std", "width", "width_std", "weighted_degree", "n_ill_formed"), float("nan"))
 
 
 def _distributed() -> bool:
@@ -132,7 +134,17 @@ class SnapshotMonitor:
             jobs = []
             for key, scale in self._scales():
                 metric = self.metric(scale)
-                nets = metric.build_networks(model)
+                try:
+                    nets = metric.build_networks(model)
+                except ValueError as err:
+                    if key == "raw":
+                        raise
+                    # scale="rms" only (a matrix of zeros cannot be rescaled): keep the raw values, *_rms NaN
+                    self._warn_once(
+                        f"snapshot:{key}:{type(err).__name__}",
+                        f"NeuroMFA scale-controlled snapshot at step {step} failed: {err}; the *_rms values are logged as NaN",
+                    )
+                    continue
                 if not self.full:  # small sampled submatrices: pinned, non-blocking copy + event
                     nets = [n.to("cpu", non_blocking=True) for n in nets]
                 jobs.append((key, metric, nets))
@@ -212,7 +224,8 @@ class SnapshotMonitor:
         elif p.record is not None:
             record = p.record
         else:
-            record = make_record(p.step, results.get("raw"), results.get("rms"), baseline=self.baseline, epoch=p.epoch, wall_time=p.wall_time)
+            rms = results.get("rms", _NAN_SUMMARY if self.scale_control else None)  # missing: scale="rms" failed
+            record = make_record(p.step, results.get("raw"), rms, baseline=self.baseline, epoch=p.epoch, wall_time=p.wall_time)
             if self.baseline is None and _finite(record.get("alpha0")):
                 self.baseline = {k: record[k] for k in ("alpha0", "width", "alpha0_rms", "width_rms") if k in record}
         record["errors"] = self.errors
