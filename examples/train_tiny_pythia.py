@@ -1,6 +1,6 @@
 """Train a tiny Pythia (GPT-NeoX) on Python's own standard library and watch NeuroMFA evolve.
 
-Run: ``python examples/train_tiny_pythia.py`` (about 5 minutes on a 2-core CPU; no GPU, no
+Run: ``python examples/train_tiny_pythia.py`` (a few minutes on a 2-core CPU; no GPU, no
 account, no download). It trains a byte-level GPT-NeoX (hidden 128, 4 blocks) with Lightning on
 the source files of the standard library (a held-out set of files is the validation split), with
 :class:`neuromfa_callback.NeuroMFACallback` attached, and leaves in ``--output``:
@@ -36,7 +36,7 @@ from neuromfa_callback import NeuroMFACallback
 from neuromfa_callback._wandb import wandb_init_kwargs
 from neuromfa_callback.plotting import plot_emergence, plot_spectra
 
-CONTEXT = 128
+CONTEXT = 64
 
 
 def stdlib_bytes(max_bytes: int = 6_000_000) -> tuple[bytes, bytes]:
@@ -76,7 +76,7 @@ class RandomWindows(IterableDataset):
 class TinyPythia(pl.LightningModule):
     """A byte-level GPT-NeoX with Pythia's architecture (parallel attention + MLP, rotary)."""
 
-    def __init__(self, hidden: int = 128, layers: int = 4, heads: int = 4, lr: float = 2e-3, max_steps: int = 1500) -> None:
+    def __init__(self, hidden: int = 128, layers: int = 4, heads: int = 4, lr: float = 2e-3, max_steps: int = 1000) -> None:
         super().__init__()
         from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
@@ -164,8 +164,8 @@ def summary_table(history: list[dict[str, Any]], val: dict[int, float]) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--max-steps", type=int, default=1500, help="optimizer steps (default 1500)")
-    p.add_argument("--every", type=int, default=100, help="NeuroMFA snapshot (and validation) interval in steps")
+    p.add_argument("--max-steps", type=int, default=1000, help="optimizer steps (default 1000)")
+    p.add_argument("--every", type=int, default=50, help="NeuroMFA snapshot (and validation) interval in steps (default 50)")
     p.add_argument("--output", type=Path, default=Path("outputs/tiny_pythia"), help="output folder")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=16)
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if hist_path.exists():
         hist_path.unlink()  # a fresh run starts a fresh history
     pl.seed_everything(args.seed, workers=True, verbose=False)
-    torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+    torch.set_num_threads(max(1, min(4, (os.cpu_count() or 2) - 1)))  # leave a core to the NeuroMFA worker
 
     train, val = stdlib_bytes()
     g = torch.Generator().manual_seed(args.seed + 1)

@@ -36,7 +36,8 @@ class NeuroMFA(Metric):
 
     ``compute()`` returns a dict of float64 tensors: ``alpha0``, ``alpha0_std``, ``width``,
     ``width_std`` (mean and population std across samples; the paper averages before forming E),
-    ``weighted_degree`` (mean ``|w|`` over kept edges, the simplest baseline), ``n_ill_formed``,
+    ``weighted_degree`` (mean ``|w|`` over each sample's kept edges, averaged over samples: the
+    simplest baseline, as :func:`~neuromfa_callback.analyze_model` computes it), ``n_ill_formed``,
     ``n_samples``, ``n_nodes`` (mean kept nodes per sample), and the mean spectrum ``q``, ``tau``,
     ``alpha``, ``f_alpha``.
 
@@ -197,14 +198,15 @@ class NeuroMFA(Metric):
         spectra = self.spectra()
         a0 = np.array([s.alpha0 for s in spectra])
         w = np.array([s.width for s in spectra])
-        edges = float(self.n_edges.sum())
+        slots = torch.nonzero(self.updated > 0).reshape(-1)
+        per_sample_w = (self.weight_sum[slots] / self.n_edges[slots]).cpu().numpy()  # mean |w| of each sample
         t = lambda x: torch.as_tensor(x, dtype=torch.float64)  # noqa: E731
         return {
             "alpha0": t(a0.mean()),
             "alpha0_std": t(a0.std()),
             "width": t(w.mean()),
             "width_std": t(w.std()),
-            "weighted_degree": t(float(self.weight_sum.sum()) / edges if edges else float("nan")),
+            "weighted_degree": t(float(np.mean(per_sample_w))),
             "n_ill_formed": t(float(sum(not s.is_well_formed for s in spectra))),
             "n_samples": t(float(len(spectra))),
             "n_nodes": t(float(np.mean([s.n_nodes for s in spectra]))),

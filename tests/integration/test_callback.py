@@ -187,3 +187,19 @@ def test_history_only_without_logger_is_allowed(tmp_path):
                          enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
     trainer.fit(TinyLM())
     assert [r["step"] for r in load_history(hist)] == [0, 2, 4]
+
+
+def test_callback_record_equals_analyze_model_key_for_key(tmp_path):
+    """The training-time record and the offline analysis agree exactly (same seeds, same options)."""
+    from neuromfa_callback import analyze_model
+
+    cb = NeuroMFACallback(every_n_train_steps=3, samples=3, neurons_per_layer=16)
+    module = TinyLM()
+    _trainer(tmp_path, [cb], max_steps=3).fit(module)
+    rec = cb.history[-1]
+    raw = analyze_model(module, samples=3, neurons_per_layer=16)
+    rms = analyze_model(module, samples=3, neurons_per_layer=16, scale="rms")
+    assert rec["alpha0"] == raw.alpha0_mean and rec["width_std"] == raw.width_std
+    assert rec["weighted_degree"] == pytest.approx(raw.weighted_degree, rel=1e-15)
+    assert rec["weighted_degree_rms"] == pytest.approx(rms.weighted_degree, rel=1e-15)
+    assert rec["alpha0_rms"] == rms.alpha0_mean
