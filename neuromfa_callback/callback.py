@@ -16,12 +16,18 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from neuromfa_callback._checks import check_int, check_positive_int
+from neuromfa_callback._sharded import gathered_parameters
 from neuromfa_callback.loggers import RecordLogger
 from neuromfa_callback.monitor import SnapshotMonitor
 
 __all__ = ["NeuroMFACallback"]
 
-_SHARDED = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy", "XLAFSDPStrategy")
+# Sharded strategies whose parameters cannot be gathered here (FSDP2 / ModelParallelStrategy keeps DTensors: gathered).
+_REFUSED = {
+    "FSDPStrategy": "FSDP1 (`FullyShardedDataParallel` flat parameters)",
+    "DeepSpeedStrategy": "DeepSpeed (ZeRO partitioned parameters)",
+    "XLAFSDPStrategy": "XLA FSDP",
+}
 
 
 class NeuroMFACallback(Callback):
@@ -57,7 +63,10 @@ class NeuroMFACallback(Callback):
     Raises:
         ValueError: invalid arguments (in ``__init__``).
         MisconfigurationException: in ``setup``: a model with no supported layers, no logger and no
-            ``history_path``, or a sharded strategy (FSDP/DeepSpeed).
+            ``history_path``, or a sharded strategy whose weights it cannot gather (``FSDPStrategy``,
+            ``DeepSpeedStrategy``, ``XLAFSDPStrategy``). ``ModelParallelStrategy`` (FSDP2 ``fully_shard`` and/or tensor parallelism,
+            ``DTensor`` parameters) is supported: at each snapshot every rank all-gathers the full
+            parameters (one full copy of the model per rank while the sampled weights are copied).
 
     Example:
         >>> import lightning.pytorch as pl
@@ -144,17 +153,23 @@ class NeuroMFACallback(Callback):
             self.record_logger.log_figures(trainer.loggers, self.monitor.history)
 
     def _snapshot(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.monitor.snapshot(self.target(pl_module), trainer.global_step, epoch=trainer.current_epoch)
+        target = self.target(pl_module)
+        # Sharded (DTensor) parameters: every rank gathers them here (collective; every rank snapshots at the
+        # same steps) and the sampled submatrices are copied before the shards are put back.
+        with gathered_parameters(target):
+            self.monitor.snapshot(target, trainer.global_step, epoch=trainer.current_epoch)
 
     # --------------------------------------------------------------------------------- hooks
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
         strategy = type(trainer.strategy).__name__
-        if strategy in _SHARDED:
+        if strategy in _REFUSED:
             raise MisconfigurationException(
-                f"NeuroMFACallback does not support {strategy}: the analysis reads whole weight rows and columns, "
-                "which a sharded strategy splits across ranks. Use DDP (or analyse saved checkpoints with `neuromfa analyze`)."
+                f"NeuroMFACallback does not support {strategy} ({_REFUSED[strategy]}): the analysis reads whole weight "
+                "rows and columns, which this strategy splits across ranks in a form the callback cannot gather. "
+                "Use DDP, or ModelParallelStrategy with FSDP2 `fully_shard` (gathered collectively at each snapshot), "
+                "or save checkpoints and analyse them with `neuromfa analyze`."
             )
         if not trainer.loggers and self.monitor.history_file is None:
             raise MisconfigurationException(
