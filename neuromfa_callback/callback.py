@@ -64,9 +64,10 @@ class NeuroMFACallback(Callback):
         ValueError: invalid arguments (in ``__init__``).
         MisconfigurationException: in ``setup``: a model with no supported layers, no logger and no
             ``history_path``, or a sharded strategy whose weights it cannot gather (``FSDPStrategy``,
-            ``DeepSpeedStrategy``, ``XLAFSDPStrategy``). ``ModelParallelStrategy`` (FSDP2 ``fully_shard`` and/or tensor parallelism,
-            ``DTensor`` parameters) is supported: at each snapshot every rank all-gathers the full
-            parameters (one full copy of the model per rank while the sampled weights are copied).
+            ``DeepSpeedStrategy``, ``XLAFSDPStrategy``). ``ModelParallelStrategy`` (FSDP2 ``fully_shard``
+            and/or tensor parallelism: ``DTensor`` parameters) is supported: at each snapshot every rank
+            all-gathers the full parameters (one full copy of the model per rank while the sampled
+            weights are copied).
 
     Example:
         >>> import lightning.pytorch as pl

@@ -58,12 +58,16 @@ def main() -> None:
     mode = sys.argv[3] if len(sys.argv) > 3 else "fsdp"
     dp, tp = (2, 1) if mode == "fsdp" else (1, 2)
     torch.set_num_threads(1)
-    cb = NeuroMFACallback(every_n_train_steps=4, samples=samples, neurons_per_layer=16, history_path=out / "history.jsonl")
+    cb = NeuroMFACallback(
+        every_n_train_steps=4, samples=samples, neurons_per_layer=16, history_path=out / "history.jsonl"
+    )
     trainer = pl.Trainer(
         default_root_dir=out,
         accelerator="cpu",
         devices=2,
-        strategy=ModelParallelStrategy(data_parallel_size=dp, tensor_parallel_size=tp, save_distributed_checkpoint=False),
+        strategy=ModelParallelStrategy(
+            data_parallel_size=dp, tensor_parallel_size=tp, save_distributed_checkpoint=False
+        ),
         max_steps=8,
         logger=False,
         callbacks=[cb, ShardCheck()],

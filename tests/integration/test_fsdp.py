@@ -45,7 +45,9 @@ def test_model_parallel_two_cpu_processes_match_unsharded_model(tmp_path, mode):
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
     cmd = [sys.executable, str(SCRIPT), str(tmp_path), "4", mode]
     # Its own session, so that a hang (a rank waiting on a collective the other never joins) kills both ranks.
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
         stdout, stderr = proc.communicate(timeout=270)
     except subprocess.TimeoutExpired:
@@ -65,7 +67,8 @@ def test_model_parallel_two_cpu_processes_match_unsharded_model(tmp_path, mode):
     final = TinyLM()
     state = torch.load(tmp_path / "final.ckpt", weights_only=False)["state_dict"]
     final.load_state_dict(state)
-    assert not torch.equal(final.model.gpt_neox.layers[0].mlp.dense_h_to_4h.weight, TinyLM().model.gpt_neox.layers[0].mlp.dense_h_to_4h.weight)
+    trained = final.model.gpt_neox.layers[0].mlp.dense_h_to_4h.weight
+    assert not torch.equal(trained, TinyLM().model.gpt_neox.layers[0].mlp.dense_h_to_4h.weight)
     _assert_matches(history[-1], final)
 
 
