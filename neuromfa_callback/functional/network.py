@@ -162,7 +162,9 @@ class NeuronNetwork:
 
     # ------------------------------------------------------------------------------ streaming
     def _chunk(self) -> int:
-        return CUDA_CHUNK if self.device.type == "cuda" else CHUNK
+        if self.device.type == "cuda" or not self.full:
+            return CUDA_CHUNK  # sampled networks are small: one engine call each
+        return CHUNK  # full networks stream in small pieces: bounded memory
 
     def _pieces(self) -> Iterator[Any]:
         """``|w| * scale`` in float64, node-major ``(k nodes, n_out)``, chunk by chunk of columns.
