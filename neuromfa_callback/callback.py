@@ -14,6 +14,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from neuromfa_callback._checks import check_int, check_positive_int
 from neuromfa_callback._sharded import gathered_parameters
@@ -121,6 +122,7 @@ class NeuroMFACallback(Callback):
         )
         self.record_logger = RecordLogger(prefix=prefix, log_tables=log_tables)
         self._disabled = False
+        self._check_deferred = False
         self._snapshots_since_figure = 0
 
     # ------------------------------------------------------------------------------- helpers
@@ -177,8 +179,21 @@ class NeuroMFACallback(Callback):
                 "NeuroMFACallback has nowhere to write: the Trainer has no logger and `history_path` is None. "
                 "Pass a logger (e.g. WandbLogger, CSVLogger) or set `history_path`."
             )
+        # A model built in `configure_model` does not exist yet: check it in `on_fit_start` (still before step 1).
+        self._check_deferred = is_overridden("configure_model", pl_module)
+        if not self._check_deferred:
+            self._check_model(pl_module)
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._check_deferred:
+            self._check_deferred = False
+            self._check_model(pl_module)
+
+    def _check_model(self, pl_module: pl.LightningModule) -> None:
         try:
-            self.monitor.check_model(self.target(pl_module))
+            target = self.target(pl_module)
+            with gathered_parameters(target):  # collective when sharded: every rank runs this hook
+                self.monitor.check_model(target)
         except (ValueError, TypeError) as err:
             raise MisconfigurationException(f"NeuroMFACallback cannot analyse this model: {err}") from err
         except (ImportError, RuntimeError) as err:
@@ -188,8 +203,9 @@ class NeuroMFACallback(Callback):
         self._disabled = bool(trainer.fast_dev_run)
         if self._disabled:
             return
-        self.monitor.resume_history_file(trainer.global_step)
-        if self.monitor.baseline is None and not self.monitor.history and self.monitor.last_step < 0:
+        resumed = self.monitor.resumed  # from the checkpoint state: the same on every rank
+        self.monitor.start_history(trainer.global_step)
+        if not resumed:
             self._snapshot(trainer, pl_module)
             self._log(trainer, self.monitor.drain())
 

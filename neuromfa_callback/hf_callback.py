@@ -66,8 +66,9 @@ class NeuroMFATrainerCallback(TrainerCallback):
         if model is None:
             raise ValueError("NeuroMFATrainerCallback needs the model (the Trainer passes it as `model`)")
         self.monitor.check_model(model)
-        self.monitor.resume_history_file(state.global_step)
-        if self.monitor.baseline is None and not self.monitor.history:
+        resumed = self.monitor.resumed
+        self.monitor.start_history(state.global_step)
+        if not resumed:
             self.monitor.snapshot(model, state.global_step, epoch=None)
             self._collect(control)
 

@@ -265,11 +265,24 @@ class SnapshotMonitor:
     def pending_steps(self) -> list[int]:
         return [p.step for p in self._pending]
 
-    def resume_history_file(self, resumed_step: int) -> None:
-        """On resume: keep file records up to ``resumed_step`` (merged with the state), drop the rest."""
-        if self.history_file is None or not _is_rank_zero() or not self.history_file.path.exists():
+    @property
+    def resumed(self) -> bool:
+        """Whether state from a checkpoint was loaded (the same answer on every rank)."""
+        return self.last_step >= 0
+
+    def start_history(self, current_step: int) -> None:
+        """Align the history file with the run: a fresh run starts an empty file; a resumed run keeps
+        the file's records up to ``current_step`` (merged with the checkpoint's) and drops later ones,
+        which the resumed run will compute again. Only rank 0 touches the file; the in-memory history
+        is changed on rank 0 only, and nothing here decides what a rank does next.
+        """
+        if self.history_file is None or not _is_rank_zero():
             return
-        by_step = {r["step"]: r for r in load_history(self.history_file.path) if r.get("step", -1) <= resumed_step}
+        if not self.resumed:
+            self.history_file.rewrite([])
+            return
+        kept = load_history(self.history_file.path) if self.history_file.path.exists() else []
+        by_step = {r["step"]: r for r in kept if r.get("step", -1) <= current_step}
         by_step.update({r["step"]: r for r in self.history})
         self.history = [by_step[s] for s in sorted(by_step)]
         self.history_file.rewrite(self.history)
