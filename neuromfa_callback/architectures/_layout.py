@@ -252,3 +252,38 @@ def check_shapes(family: str, groups: Sequence[MatrixGroup], expected: dict[str,
         for name, w, want in zip(g.names, g.weights, expected[g.role]):
             if tuple(w.shape) != tuple(want):
                 raise ValueError(f"{family}: `{name}` has shape {tuple(w.shape)} (out x in), expected {tuple(want)}")
+
+
+def standard_transformer_layout(
+    model: torch.nn.Module, path: str, family: str, blocks_attr: str, roles: dict[str, tuple[str, ...]]
+) -> Layout:
+    """Layout of a block stack whose attention input is one fused ``3F x F`` matrix (q, k, v stacked)
+    or three ``F x F`` matrices, followed by ``F x F`` attention output and an ``inter``-wide MLP.
+
+    The sampled qkv rows of a sampled output neuron ``t`` are ``t, t+F, t+2F`` of the fused matrix,
+    or row ``t`` of each separate matrix.
+
+    Raises:
+        ValueError: the expected parameters are missing or have inconsistent shapes.
+    """
+    layers = collect_layers(model, family, blocks_attr, [p for ps in roles.values() for p in ps])
+    groups = transformer_groups(layers, roles)
+    f = int(groups[1].weights[0].shape[0])
+    inter = int(groups[2].weights[0].shape[0])
+    fused = len(roles["attention_in"]) == 1
+    check_shapes(
+        family,
+        groups,
+        {
+            "attention_in": [(3 * f, f)] if fused else [(f, f)] * 3,
+            "attention_out": [(f, f)],
+            "mlp_in": [(inter, f)],
+            "mlp_out": [(f, inter)],
+        },
+    )
+
+    def qkv_rows(t: np.ndarray) -> tuple[np.ndarray, ...]:
+        return (np.concatenate([t, t + f, t + 2 * f]),) if fused else (t, t, t)
+
+    plan = TransformerPlan(len(layers), f, f, inter, qkv_rows, family=family)
+    return Layout(family, path, model, groups, plan)

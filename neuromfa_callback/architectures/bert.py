@@ -20,16 +20,9 @@ head (``cls.*``, ``classifier``, ``qa_outputs``).
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-from neuromfa_callback.architectures._layout import (
-    Layout,
-    TransformerPlan,
-    check_shapes,
-    collect_layers,
-    transformer_groups,
-)
+from neuromfa_callback.architectures._layout import Layout, standard_transformer_layout
 
 __all__ = ["MODEL_TYPES", "ROLES", "build_layout"]
 
@@ -48,18 +41,4 @@ def build_layout(model: torch.nn.Module, path: str = "") -> Layout:
     Raises:
         ValueError: the expected parameters are missing or have inconsistent shapes.
     """
-    layers = collect_layers(model, "bert", "layer", [p for ps in ROLES.values() for p in ps])
-    groups = transformer_groups(layers, ROLES)
-    f = int(groups[1].weights[0].shape[0])
-    inter = int(groups[2].weights[0].shape[0])
-    check_shapes(
-        "bert",
-        groups,
-        {"attention_in": [(f, f)] * 3, "attention_out": [(f, f)], "mlp_in": [(inter, f)], "mlp_out": [(f, inter)]},
-    )
-
-    def qkv_rows(t: np.ndarray) -> tuple[np.ndarray, ...]:
-        return (t, t, t)
-
-    plan = TransformerPlan(len(layers), f, f, inter, qkv_rows, family="bert")
-    return Layout("bert", path, model, groups, plan)
+    return standard_transformer_layout(model, path, "bert", "layer", ROLES)

@@ -20,16 +20,9 @@ Not part of the network: ``wte``/``wpe`` (embeddings), ``lm_head`` (unembedding,
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-from neuromfa_callback.architectures._layout import (
-    Layout,
-    TransformerPlan,
-    check_shapes,
-    collect_layers,
-    transformer_groups,
-)
+from neuromfa_callback.architectures._layout import Layout, standard_transformer_layout
 
 __all__ = ["MODEL_TYPES", "ROLES", "build_layout"]
 
@@ -48,18 +41,4 @@ def build_layout(model: torch.nn.Module, path: str = "") -> Layout:
     Raises:
         ValueError: the expected parameters are missing or have inconsistent shapes.
     """
-    layers = collect_layers(model, "gpt2", "h", [p for ps in ROLES.values() for p in ps])
-    groups = transformer_groups(layers, ROLES)
-    f = int(groups[1].weights[0].shape[0])
-    inter = int(groups[2].weights[0].shape[0])
-    check_shapes(
-        "gpt2",
-        groups,
-        {"attention_in": [(3 * f, f)], "attention_out": [(f, f)], "mlp_in": [(inter, f)], "mlp_out": [(f, inter)]},
-    )
-
-    def qkv_rows(t: np.ndarray) -> tuple[np.ndarray, ...]:
-        return (np.concatenate([t, t + f, t + 2 * f]),)
-
-    plan = TransformerPlan(len(layers), f, f, inter, qkv_rows, family="gpt2")
-    return Layout("gpt2", path, model, groups, plan)
+    return standard_transformer_layout(model, path, "gpt2", "h", ROLES)
