@@ -224,6 +224,11 @@ class SnapshotMonitor:
         elif p.record is not None:
             record = p.record
         else:
+            if "rms_error" in results:
+                self._warn_once(
+                    "analysis:rms", f"NeuroMFA scale-controlled analysis at step {p.step} failed: {results['rms_error']}; "
+                    "the *_rms values are logged as NaN"
+                )
             rms = results.get("rms", _NAN_SUMMARY if self.scale_control else None)  # missing: scale="rms" failed
             record = make_record(p.step, results.get("raw"), rms, baseline=self.baseline, epoch=p.epoch, wall_time=p.wall_time)
             if self.baseline is None and _finite(record.get("alpha0")):
@@ -309,7 +314,16 @@ class _Analysis:
         out: dict[str, Any] = {}
         for key, metric, nets in self.jobs:
             metric.update(nets)
-            out[key] = metric.compute() if self.compute else metric
+            if not self.compute:
+                out[key] = metric
+                continue
+            try:
+                out[key] = metric.compute()
+            except ValueError as err:
+                if key == "raw":
+                    raise
+                # scale-controlled only (e.g. no node qualifies after rescaling): raw values stay, *_rms NaN
+                out[f"{key}_error"] = str(err)
         self.jobs = []  # drop the weight copies as soon as they are used
         return out
 

@@ -1,0 +1,46 @@
+"""SnapshotMonitor units: partial failures keep what can be kept."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from neuromfa_callback.monitor import SnapshotMonitor
+
+
+def _mlp_with_outliers():
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.Linear(64, 64), torch.nn.Linear(64, 64))
+    with torch.no_grad():
+        for lin in mlp:
+            lin.weight.normal_(0, 0.02)
+            lin.weight[0, 0] = 100.0  # one huge weight: rescaling to RMS 0.02 pushes every other |w| below 1/150
+    return mlp
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_rms_analysis_failing_alone_keeps_the_raw_values(asynchronous):
+    """No node qualifies after rescaling, but the raw network is fine: raw logged, *_rms NaN, one warning."""
+    mon = SnapshotMonitor(samples=2, neurons_per_layer=16, asynchronous=asynchronous)
+    with pytest.warns(RuntimeWarning, match=r"scale-controlled analysis at step 0 failed: no node has more than 10"):
+        mon.snapshot(_mlp_with_outliers(), 0)
+        (rec,) = mon.flush()
+    mon.close()
+    assert math.isfinite(rec["alpha0"]) and rec["emergence"] == 0.0
+    assert math.isnan(rec["alpha0_rms"]) and math.isnan(rec["emergence_rms"])
+    assert "error" not in rec and rec["errors"] == 0
+
+
+def test_state_dict_round_trip_keeps_baseline_and_history():
+    mon = SnapshotMonitor(samples=1, neurons_per_layer=16, scale_control=False, asynchronous=False)
+    mlp = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.Linear(64, 64))
+    mon.snapshot(mlp, 0)
+    mon.snapshot(mlp, 5)
+    state = mon.state_dict()
+    other = SnapshotMonitor(samples=1, neurons_per_layer=16, scale_control=False)
+    other.load_state_dict(state)
+    assert other.resumed and other.last_step == 5
+    assert other.baseline == mon.baseline and [r["step"] for r in other.history] == [0, 5]
+    mon.close()
