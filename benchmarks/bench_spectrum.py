@@ -21,14 +21,13 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._timing import median_time, print_table  # noqa: E402
 from benchmarks.reference_loop import loop_spectrum  # noqa: E402
-from neuromfa_callback import multifractal_spectrum  # noqa: E402
+from neuromfa_callback import multifractal_spectrum, tune_allocator  # noqa: E402
 
 GOLDEN = Path(__file__).resolve().parents[1] / "tests" / "data" / "golden"
 CASES = ["pythia70m_shape_init", "gptneox_tiny_init", "student_t3", "lognormal", "student_t3_thr200_fdigi1"]
 
 
-def main() -> None:
-    torch.set_num_threads(1)
+def measure() -> list[list[object]]:
     rows = []
     for case in CASES:
         arrays = np.load(GOLDEN / f"{case}.npz")
@@ -53,10 +52,17 @@ def main() -> None:
                 f"{err:.1e}",
             ]
         )
-    print("multifractal_spectrum vs Python-loop implementation (1 thread, medians)")
-    print_table(
-        ["case", "nodes", "edges", "loop ms", "numpy ms", "numpy min", "torch ms", "loop/numpy", "|tau-ref|"], rows
-    )
+    return rows
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    headers = ["case", "nodes", "edges", "loop ms", "numpy ms", "numpy min", "torch ms", "loop/numpy", "|tau-ref|"]
+    print("multifractal_spectrum vs Python-loop implementation (1 thread, medians), default allocator")
+    print_table(headers, measure())
+    if tune_allocator(64):
+        print("\nthe same after neuromfa_callback.tune_allocator(64) (glibc keeps 64 MiB of heap top: no page-fault churn)")
+        print_table(headers, measure())
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ _LAZY = {
     "NeuroMFATrainerCallback": "neuromfa_callback.hf_callback",
     "load_history": "neuromfa_callback.history",
     "load_model": "neuromfa_callback.checkpoints",
+    "tune_allocator": "neuromfa_callback._malloc",
 }
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "load_model",
     "multifractal_spectrum",
     "partition_sums",
+    "tune_allocator",
 ]
 
 

@@ -131,13 +131,13 @@ def partition_sums_numpy(
     # (c / C)^q = c^q * C^-q from two small tables: c_max * Q exponentials instead of one per pair.
     pow_c = np.exp(np.multiply.outer(np.log(np.arange(1, c_max + 1, dtype=np.float64)), q))
     pair_keys, pair_of_col = _compact(col_key, key_space)
-    v = (pow_c[key_c[pair_keys] - 1] / pow_c[key_big[pair_keys] - 1])[pair_of_col]
+    v_pairs = pow_c[key_c[pair_keys] - 1] / pow_c[key_big[pair_keys] - 1]
 
     dv = np.zeros(((n_bins // _BLOCK + 1) * _BLOCK, q.size))
     bounds = np.searchsorted(col_block, np.arange(n_bins // _BLOCK + 2))
     for blk in np.flatnonzero(bounds[1:] > bounds[:-1]):
         lo, hi = bounds[blk], bounds[blk + 1]
-        dv[blk * _BLOCK : (blk + 1) * _BLOCK] = delta[lo:hi].T @ v[lo:hi]
+        dv[blk * _BLOCK : (blk + 1) * _BLOCK] = delta[lo:hi].T @ v_pairs[pair_of_col[lo:hi]]  # small gathers
     dv = dv[:n_bins]
 
     z = np.cumsum(dv, axis=0)
