@@ -354,10 +354,10 @@ def test_wandb_offline(hf_series, tmp_path, monkeypatch, capsys):
     run_dirs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(run_dirs) == 1
     try:
-        from tests.helpers.wandb_reader import find_run_file, images, read_records, scalars
+        from tests.helpers.wandb_reader import images, read_records, scalars, wait_for_run_file
     except ImportError:  # the reader lands separately; the run directory is checked above
         return
-    records = read_records(find_run_file(tmp_path))
+    records = read_records(wait_for_run_file(tmp_path))  # wandb 0.31 finishes writing after finish() returns
     for key in ("emergence", "emergence_rms", "alpha0", "width"):
         logged = scalars(records, f"neuromfa/{key}", step_key="trainer/global_step")
         assert logged == [(r["step"], pytest.approx(r[key], abs=1e-12)) for r in recs]

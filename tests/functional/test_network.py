@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import neuromfa_callback.functional._weights as weights_mod
-import neuromfa_callback.functional.network as network_mod
+import neuromfa_callback.functional._neuron_network as network_mod
 from neuromfa_callback import build_network
 from tests.architectures._helpers import (
     assert_csr_matches_oracle,

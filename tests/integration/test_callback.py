@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 
 import lightning.pytorch as pl
 import numpy as np

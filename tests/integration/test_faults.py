@@ -13,7 +13,6 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import pytest
-import torch
 
 from neuromfa_callback import NeuroMFA, NeuroMFACallback
 from neuromfa_callback.history import load_history
