@@ -1,8 +1,8 @@
 """Logging snapshot records: scalars to every Lightning logger, extras for W&B and TensorBoard.
 
 Everything goes through public APIs: ``logger.log_metrics(metrics, step=...)`` for every logger;
-W&B gets an incremental ``wandb.Table`` of the spectrum, an f(alpha) chart coloured by step and an
-image of the spectra; TensorBoard gets ``add_figure``; CSV gets the scalars. A logger that raises
+W&B gets an incremental ``wandb.Table`` of the spectrum, an f(alpha) chart coloured by step and
+images (the f(alpha) curves, the alpha0/width/E trends, the alpha(q)-by-step heatmap); TensorBoard gets ``add_figure``; CSV gets the scalars. A logger that raises
 never stops training: the failure is warned once per logger, and the history file keeps the record.
 """
 
@@ -93,10 +93,11 @@ class RecordLogger:
             if not (wb or tb):
                 continue
             try:
-                from neuromfa_callback.plotting import plot_emergence, plot_spectra
+                from neuromfa_callback.plotting import plot_emergence, plot_spectra, plot_spectrum_evolution
 
                 spectra_fig = plot_spectra(usable)
                 trend_fig = plot_emergence(usable)
+                heat_fig = plot_spectrum_evolution(usable)
                 if wb:
                     import wandb
 
@@ -112,6 +113,7 @@ class RecordLogger:
                         {
                             f"{self.prefix}spectra": wandb.Image(spectra_fig),
                             f"{self.prefix}evolution": wandb.Image(trend_fig),
+                            f"{self.prefix}spectrum_heatmap": wandb.Image(heat_fig),
                             f"{self.prefix}f_alpha_chart": chart,
                             STEP_KEY: step,
                         }
@@ -119,6 +121,7 @@ class RecordLogger:
                 if tb:
                     logger.experiment.add_figure(f"{self.prefix}spectra", spectra_fig, global_step=step, close=False)
                     logger.experiment.add_figure(f"{self.prefix}evolution", trend_fig, global_step=step, close=False)
+                    logger.experiment.add_figure(f"{self.prefix}spectrum_heatmap", heat_fig, global_step=step, close=False)
             except Exception as err:  # noqa: BLE001
                 self._fail(logger, "figures", step, err)
 

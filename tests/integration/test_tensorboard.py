@@ -27,7 +27,7 @@ def test_tensorboard_and_csv_receive_scalars_and_figures(tmp_path):
         assert [e.step for e in events] == [0, 4, 8]
         assert [e.value for e in events] == pytest.approx([by_step[s][key] for s in (0, 4, 8)], rel=1e-6, abs=1e-7)
     tags = acc.Tags()["images"]
-    assert "neuromfa/spectra" in tags and "neuromfa/evolution" in tags
+    assert {"neuromfa/spectra", "neuromfa/evolution", "neuromfa/spectrum_heatmap"} <= set(tags)
     assert acc.Images("neuromfa/spectra")[-1].step == 8
     text = (tmp_path / "csv" / "version_0" / "metrics.csv").read_text()
     assert "neuromfa/alpha0" in text.splitlines()[0] and "neuromfa/emergence_rms" in text.splitlines()[0]

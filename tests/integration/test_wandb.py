@@ -48,5 +48,5 @@ def test_offline_wandb_run_holds_scalars_table_and_images(offline_wandb):
     assert [row[3] for row in step10] == pytest.approx(by_step[10]["alpha"], abs=1e-12)
 
     imgs = images(records, run_file)
-    assert "neuromfa/spectra" in imgs and "neuromfa/evolution" in imgs
+    assert {"neuromfa/spectra", "neuromfa/evolution", "neuromfa/spectrum_heatmap"} <= set(imgs)
     assert all(m.local_path is None or m.local_path.stat().st_size > 0 for m in imgs["neuromfa/spectra"])
