@@ -11,19 +11,11 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, TensorDataset
 
 
-def tiny_gpt_neox(hidden: int = 64, layers: int = 2, vocab: int = 64, seed: int = 0):
-    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+def tiny_gpt_neox(hidden: int = 64, layers: int = 2, seed: int = 0):
+    """The architecture tests' tiny GPT-NeoX (64-token vocabulary), seeded."""
+    from tests.architectures._helpers import tiny_gpt_neox as _tiny
 
-    torch.manual_seed(seed)
-    cfg = GPTNeoXConfig(
-        vocab_size=vocab,
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        intermediate_size=4 * hidden,
-        max_position_embeddings=64,
-    )
-    return GPTNeoXForCausalLM(cfg)
+    return _tiny(seed=seed, hidden=hidden, layers=layers)
 
 
 class TinyLM(pl.LightningModule):
