@@ -21,7 +21,13 @@ _LAZY = {
     "describe": "neuromfa_callback.describe",
     "MatrixInfo": "neuromfa_callback.describe",
     "analyze_model": "neuromfa_callback.analysis",
-    "ModelAnalysis": "neuromfa_callback.analysis",
+    "ModelAnalysis": "neuromfa_callback.functional.summary",
+    "DepthSummary": "neuromfa_callback.functional.summary",
+    "NullSummary": "neuromfa_callback.functional.summary",
+    "neuromfa": "neuromfa_callback.functional.neuromfa",
+    "NeuroMFAOptions": "neuromfa_callback.functional.neuromfa",
+    "resolve": "neuromfa_callback.architectures",
+    "Layout": "neuromfa_callback.architectures",
     "NeuroMFA": "neuromfa_callback.metric",
     "NeuroMFACallback": "neuromfa_callback.callback",
     "NeuroMFATrainerCallback": "neuromfa_callback.hf_callback",
@@ -31,12 +37,16 @@ _LAZY = {
 }
 
 __all__ = [
+    "DepthSummary",
+    "Layout",
     "MatrixInfo",
     "ModelAnalysis",
     "NeuroMFA",
     "NeuroMFACallback",
+    "NeuroMFAOptions",
     "NeuroMFATrainerCallback",
     "NeuronNetwork",
+    "NullSummary",
     "PartitionSums",
     "RadiusGrid",
     "Spectrum",
@@ -49,7 +59,9 @@ __all__ = [
     "load_history",
     "load_model",
     "multifractal_spectrum",
+    "neuromfa",
     "partition_sums",
+    "resolve",
     "tune_allocator",
 ]
 

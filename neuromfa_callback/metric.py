@@ -1,14 +1,16 @@
-r"""NeuroMFA as a torchmetrics ``Metric``.
+r"""NeuroMFA as a torchmetrics ``Metric``: owns the state, runs the functional path's update/compute.
 
-The state is the partition function on the fixed radius grid, one slot per sample (seed):
-``z[s, r, q] = sum_i p_i(r)^q`` over the nodes of sample ``s``, plus which radii occur, node and
-edge counts and the kept-weight sum. All of it reduces across processes with plain ``sum`` / ``max``,
-so ranks can split the samples (or the nodes) between them and :meth:`NeuroMFA.compute` fits the
-spectra once, after the sync.
+The state is the additive :class:`~neuromfa_callback.functional.neuromfa.NeuroMFAState` as tensors:
+partition sums ``z[s, d, r, q] = sum_i p_i(r)^q`` over the nodes of sample ``s`` at depth ``d`` on the
+fixed radius grid, which radii occur, node and edge counts, the kept-weight sum, and the same for the
+permutation nulls. All of it reduces across processes with plain ``sum`` / ``max``, so ranks can split
+the samples (or the nodes) between them and :meth:`NeuroMFA.compute` fits the spectra once, after the
+sync. The depth dimension is sized at the first update (from the model's node sets).
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,38 +18,46 @@ import numpy as np
 import torch
 from torchmetrics import Metric
 
-from neuromfa_callback._checks import check_choice, check_int, check_positive_int
-from neuromfa_callback.functional.partition import PartitionSums, RadiusGrid
-from neuromfa_callback.functional.spectrum import BACKENDS, Spectrum, spectrum_from_partition, validate_q
+from neuromfa_callback._dist import rank_and_world
+from neuromfa_callback.functional.neuromfa import (
+    NeuroMFAOptions,
+    NeuroMFAState,
+    _neuromfa_compute,
+    _neuromfa_networks,
+    _neuromfa_update,
+)
+from neuromfa_callback.functional.summary import ModelAnalysis
 
 __all__ = ["NeuroMFA"]
 
-_SCALES = (None, "rms")
+_DEPTH_STATES = ("z", "present", "n_nodes", "n_edges", "weight_sum")
+_NULL_STATES = tuple(f"{k}_null" for k in _DEPTH_STATES)
 
 
 class NeuroMFA(Metric):
     r"""Multifractal spectrum of a model's neuron interaction network, averaged over samples.
 
-    ``update(model)`` builds the sampled network for every seed ``0..samples-1`` handled by this
-    process (all of them, or ``seed % world_size == rank`` when ``split_samples`` and a process
-    group is initialised) and adds its partition sums to that seed's slot. ``update(network)``
-    adds a prebuilt :class:`~neuromfa_callback.NeuronNetwork` (its ``seed`` picks the slot);
+    ``update(model)`` resolves the model once (its node sets are cached per model object), builds the
+    sampled network for every seed ``0..samples-1`` handled by this process (all of them, or
+    ``seed % world_size == rank`` when ``split_samples`` and a process group is initialised) and adds
+    its partition sums (per depth, and of its nulls) to that seed's slot. ``update(layout)`` takes a
+    resolved :class:`~neuromfa_callback.architectures.Layout`; ``update(network)`` a prebuilt
+    :class:`~neuromfa_callback.NeuronNetwork` or a sequence of them (its ``seed`` picks the slot);
     repeated updates of a slot add nodes (the spectrum of the union of the networks).
 
     ``compute()`` returns a dict of float64 tensors: ``alpha0``, ``alpha0_std``, ``width``,
     ``width_std`` (mean and population std across samples; the paper averages before forming E),
-    ``weighted_degree`` (mean ``|w|`` over each sample's kept edges, averaged over samples: the
-    simplest baseline, as :func:`~neuromfa_callback.analyze_model` computes it), ``n_ill_formed``,
-    ``n_samples``, ``n_nodes`` (mean kept nodes per sample), and the mean spectrum ``q``, ``tau``,
-    ``alpha``, ``f_alpha``.
+    ``weighted_degree``, ``n_ill_formed``, ``n_samples``, ``n_nodes``, the mean spectrum ``q``, ``tau``,
+    ``alpha``, ``f_alpha``, per depth ``depth_alpha0``, ``depth_width`` (and ``_std``), and with
+    ``null > 0`` ``alpha0_null``, ``width_null``, ``emergence_null`` (and ``_std``).
+    :meth:`compute_analysis` returns the same as a typed :class:`~neuromfa_callback.ModelAnalysis`.
 
     Args:
-        samples: number of samples (seeds ``0..samples-1``); ignored (1) when ``full``.
-        neurons_per_layer: sampled neurons per layer (the reference uses 32).
-        full: analyse every neuron of every matrix (no sampling).
-        scale: ``None`` (raw weights) or ``"rms"`` (each matrix rescaled to RMS 0.02 first).
-        q, threshold, decimals, min_neighbours, backend: as :func:`~neuromfa_callback.multifractal_spectrum`.
         split_samples: in a distributed run, give each rank its share of the seeds.
+        **kwargs: the analysis options of :class:`~neuromfa_callback.functional.neuromfa.NeuroMFAOptions`
+            (``samples``, ``neurons_per_layer``, ``full``, ``scale``, ``scale_rms``, ``null``,
+            ``architecture``, ``module``, ``example_input``, ``q``, ``threshold``, ``decimals``,
+            ``min_neighbours``, ``backend``); any other keyword goes to ``torchmetrics.Metric``.
 
     Example:
         >>> import torch
@@ -57,164 +67,126 @@ class NeuroMFA(Metric):
         >>> metric = NeuroMFA(samples=3, neurons_per_layer=32)
         >>> metric.update(mlp)
         >>> out = metric.compute()
-        >>> sorted(k for k in out if k.startswith("alpha0")), int(out["n_samples"])
-        (['alpha0', 'alpha0_std'], 3)
+        >>> sorted(k for k in out if k.startswith("alpha0")), int(out["n_samples"]), tuple(out["depth_alpha0"].shape)
+        (['alpha0', 'alpha0_std'], 3, (2,))
     """
 
     is_differentiable = False
     higher_is_better = None
     full_state_update = False
 
-    def __init__(
-        self,
-        samples: int = 10,
-        neurons_per_layer: int = 32,
-        full: bool = False,
-        scale: str | None = None,
-        q: Any = None,
-        threshold: float = 150.0,
-        decimals: int = 0,
-        min_neighbours: int = 10,
-        backend: str = "auto",
-        split_samples: bool = True,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        from neuromfa_callback._checks import check_real
-
-        self.samples = 1 if full else check_positive_int("samples", samples)
-        self.neurons_per_layer = check_positive_int("neurons_per_layer", neurons_per_layer)
-        self.full = bool(full)
-        self.scale = check_choice("scale", scale, _SCALES)
-        self.q = validate_q(q)
-        self.grid = RadiusGrid(check_real("threshold", threshold, greater_than=1), check_int("decimals", decimals, minimum=0))
-        self.min_neighbours = check_int("min_neighbours", min_neighbours, minimum=0)
-        self.backend = check_choice("backend", backend, BACKENDS)
+    def __init__(self, *, split_samples: bool = True, **kwargs: Any) -> None:
+        options, rest = NeuroMFAOptions.split(kwargs)
+        super().__init__(**rest)
+        self.options = NeuroMFAOptions(**options)
         self.split_samples = bool(split_samples)
-        s, g, nq = self.samples, self.grid.size, self.q.size
+        o = self.options
+        s, p, g, nq = o.samples, o.null, o.grid.size, o.q.size
         f64 = torch.float64
-        self.add_state("z", default=torch.zeros(s, g, nq, dtype=f64), dist_reduce_fx="sum")
-        self.add_state("present", default=torch.zeros(s, g, dtype=f64), dist_reduce_fx="max")
-        self.add_state("updated", default=torch.zeros(s, dtype=f64), dist_reduce_fx="max")
-        self.add_state("n_nodes", default=torch.zeros(s, dtype=f64), dist_reduce_fx="sum")
-        self.add_state("n_edges", default=torch.zeros(s, dtype=f64), dist_reduce_fx="sum")
-        self.add_state("weight_sum", default=torch.zeros(s, dtype=f64), dist_reduce_fx="sum")
+        for name, shape, fx in (
+            ("z", (s, 0, g, nq), "sum"), ("present", (s, 0, g), "max"), ("n_nodes", (s, 0), "sum"),
+            ("n_edges", (s, 0), "sum"), ("weight_sum", (s, 0), "sum"),
+            ("z_null", (s, p, g, nq), "sum"), ("present_null", (s, p, g), "max"), ("n_nodes_null", (s, p), "sum"),
+            ("n_edges_null", (s, p), "sum"), ("weight_sum_null", (s, p), "sum"), ("updated", (s,), "max"),
+        ):
+            self.add_state(name, default=torch.zeros(shape, dtype=f64), dist_reduce_fx=fx)
+        self.depth_names: tuple[str, ...] = ()
+        self.family = "generic"
+        self._layouts: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def __getattr__(self, name: str) -> Any:  # the options read like attributes: metric.samples, metric.full ...
+        options = self.__dict__.get("options")
+        if options is not None and name in NeuroMFAOptions.names():
+            return getattr(options, name)
+        return super().__getattr__(name)
 
     # ----------------------------------------------------------------------------------- update
     def local_seeds(self) -> list[int]:
         """The seeds this process analyses (all, or its share under ``split_samples``)."""
-        seeds = list(range(self.samples))
-        if self.split_samples and torch.distributed.is_available() and torch.distributed.is_initialized():
-            rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        seeds = list(self.options.seeds)
+        if self.split_samples:
+            rank, world = rank_and_world()
             seeds = seeds[rank::world]
         return seeds
 
-    def build_networks(self, model: torch.nn.Module, seeds: Sequence[int] | None = None) -> list[Any]:
-        """The networks ``update(model)`` would analyse (one per local seed); cheap in sampled mode."""
+    def layout(self, model: torch.nn.Module) -> Any:
+        """The model's :class:`~neuromfa_callback.architectures.Layout` (resolved once per model object)."""
         from neuromfa_callback.architectures import resolve
-        from neuromfa_callback.functional.network import layout_check_finite, layout_rms, network_from_layout
 
-        seeds = self.local_seeds() if seeds is None else list(seeds)
-        layout = resolve(model, "auto")
-        # One pass over the whole matrices per call (finiteness, RMS), not one per seed.
-        rms = layout_rms(layout) if self.scale == "rms" else None
-        if rms is None:
-            layout_check_finite(layout)
-        return [
-            network_from_layout(
-                layout, neurons_per_layer=self.neurons_per_layer, seed=s, full=self.full, scale=self.scale,
-                scale_rms=0.02, rms=rms, checked=True,
-            )
-            for s in seeds
-        ]
+        if model not in self._layouts:
+            o = self.options
+            self._layouts[model] = resolve(model, o.architecture, module=o.module, example_input=o.example_input)
+        return self._layouts[model]
 
-    def partition(self, network: Any) -> PartitionSums:
-        """Partition sums of one network with this metric's parameters."""
-        return network.partition(
-            q=self.q,
-            threshold=self.grid.threshold,
-            decimals=self.grid.decimals,
-            min_neighbours=self.min_neighbours,
-            backend=self.backend,
-        )
+    def build_networks(self, source: Any, seeds: Sequence[int] | None = None) -> list[Any]:
+        """The networks ``update(source)`` would analyse (one per local seed); cheap in sampled mode."""
+        from neuromfa_callback.architectures import Layout
 
-    def add_partition(self, part: PartitionSums, slot: int = 0) -> None:
-        """Add precomputed partition sums to sample ``slot``."""
-        slot = check_int("slot", slot, minimum=0)
-        if slot >= self.samples:
-            raise ValueError(f"Expected `slot` < samples = {self.samples}, got {slot}")
-        if part.grid != self.grid or not np.array_equal(part.q, self.q):
-            raise ValueError(f"Expected partition sums on grid {self.grid} with this metric's q, got {part.grid}")
-        dev = self.z.device
-        self.z[slot] += torch.as_tensor(part.z, dtype=torch.float64, device=dev)
-        self.present[slot] = torch.maximum(self.present[slot], torch.as_tensor(part.present, dtype=torch.float64, device=dev))
-        self.updated[slot] = 1.0
-        self.n_nodes[slot] += part.n_nodes
-        self.n_edges[slot] += part.n_edges
-        self.weight_sum[slot] += part.weight_sum
+        layout = source if isinstance(source, Layout) else self.layout(source)
+        self._set_depths(layout.depth_names, layout.family)
+        return _neuromfa_networks(layout, self.options, self.local_seeds() if seeds is None else seeds)
 
-    def update(self, model_or_network: Any) -> None:
-        """Analyse a model (every local seed), a ``NeuronNetwork``, or a sequence of networks."""
+    def _set_depths(self, names: Sequence[str], family: str = "generic") -> None:
+        names = tuple(names)
+        if self.z.shape[1] == 0 and names:
+            for state in _DEPTH_STATES:
+                old = getattr(self, state)
+                setattr(self, state, torch.zeros((old.shape[0], len(names), *old.shape[2:]), dtype=old.dtype, device=old.device))
+        elif self.depth_names and names != self.depth_names:
+            raise ValueError(f"Expected networks with the depths {self.depth_names}, got {names}")
+        self.depth_names, self.family = names, family
+
+    def _state(self) -> NeuroMFAState:
+        arrays = {k: getattr(self, k).detach().cpu().numpy() for k in (*_DEPTH_STATES, *_NULL_STATES, "updated")}
+        for k in ("present", "present_null", "updated"):
+            arrays[k] = arrays[k] > 0
+        return NeuroMFAState(self.options, self.depth_names, **arrays)
+
+    def update(self, source: Any) -> None:
+        """Analyse a model or a layout (every local seed), a ``NeuronNetwork``, or a sequence of networks."""
+        from neuromfa_callback.architectures import Layout
         from neuromfa_callback.functional.network import NeuronNetwork
 
-        if isinstance(model_or_network, torch.nn.Module):
-            seeds = self.local_seeds()
-            for seed, net in zip(seeds, self.build_networks(model_or_network, seeds)):
-                self.add_partition(self.partition(net), slot=seed % self.samples)
-            return
-        nets = [model_or_network] if isinstance(model_or_network, NeuronNetwork) else list(model_or_network)
-        for net in nets:
-            if not isinstance(net, NeuronNetwork):
-                raise TypeError(
-                    "Expected `model_or_network` to be an nn.Module, a NeuronNetwork or a sequence of them, "
-                    f"got {type(net).__name__}"
-                )
-            self.add_partition(self.partition(net), slot=int(getattr(net, "seed", 0) or 0) % self.samples)
+        if isinstance(source, (torch.nn.Module, Layout)):
+            nets = self.build_networks(source)
+        else:
+            nets = [source] if isinstance(source, NeuronNetwork) else list(source)
+            for net in nets:
+                if not isinstance(net, NeuronNetwork):
+                    raise TypeError(
+                        "Expected `source` to be an nn.Module, a Layout, a NeuronNetwork or a sequence of them, "
+                        f"got {type(net).__name__}"
+                    )
+                self._set_depths(net.depth_names, net.family)
+        state = _neuromfa_update(NeuroMFAState.empty(self.options, self.depth_names), nets)
+        dev = self.z.device
+        for k in (*_DEPTH_STATES, *_NULL_STATES, "updated"):
+            value = torch.as_tensor(getattr(state, k), dtype=torch.float64, device=dev)
+            current = getattr(self, k)
+            setattr(self, k, torch.maximum(current, value) if k.startswith(("present", "updated")) else current + value)
 
     # ---------------------------------------------------------------------------------- compute
-    def spectra(self) -> list[Spectrum]:
-        """One spectrum per updated sample slot, from the (synced) state."""
-        slots = torch.nonzero(self.updated > 0).reshape(-1).tolist()
-        if not slots:
-            raise ValueError("NeuroMFA.compute() called before any update()")
-        out = []
-        for s in slots:
-            part = PartitionSums(
-                q=self.q,
-                grid=self.grid,
-                z=self.z[s].detach().cpu().numpy(),
-                present=self.present[s].detach().cpu().numpy() > 0,
-                n_nodes=int(self.n_nodes[s]),
-                n_edges=int(self.n_edges[s]),
-                min_neighbours=self.min_neighbours,
-                backend=self.backend,
-                weight_sum=float(self.weight_sum[s]),
-            )
-            out.append(spectrum_from_partition(part))
-        return out
+    def compute_analysis(self) -> ModelAnalysis:
+        """The (synced) state as a :class:`~neuromfa_callback.ModelAnalysis`."""
+        return _neuromfa_compute(self._state(), family=self.family)
 
     def compute(self) -> dict[str, torch.Tensor]:
-        """Means and standard deviations across samples, and the mean spectrum."""
-        spectra = self.spectra()
-        a0 = np.array([s.alpha0 for s in spectra])
-        w = np.array([s.width for s in spectra])
-        slots = torch.nonzero(self.updated > 0).reshape(-1)
-        per_sample_w = (self.weight_sum[slots] / self.n_edges[slots]).cpu().numpy()  # mean |w| of each sample
-        t = lambda x: torch.as_tensor(x, dtype=torch.float64)  # noqa: E731
-        return {
-            "alpha0": t(a0.mean()),
-            "alpha0_std": t(a0.std()),
-            "width": t(w.mean()),
-            "width_std": t(w.std()),
-            "weighted_degree": t(float(np.mean(per_sample_w))),
-            "n_ill_formed": t(float(sum(not s.is_well_formed for s in spectra))),
-            "n_samples": t(float(len(spectra))),
-            "n_nodes": t(float(np.mean([s.n_nodes for s in spectra]))),
-            "q": t(self.q),
-            "tau": t(np.mean([s.tau for s in spectra], axis=0)),
-            "alpha": t(np.mean([s.alpha for s in spectra], axis=0)),
-            "f_alpha": t(np.mean([s.f_alpha for s in spectra], axis=0)),
-        }
+        """Means and standard deviations across samples, the mean spectrum, per-depth and null values."""
+        a = self.compute_analysis()
+        t = lambda x: torch.as_tensor(np.asarray(x, dtype=np.float64))  # noqa: E731
+        out = {k: t(v) for k, v in a.scalars().items()}
+        out.update(
+            n_samples=t(float(len(a.spectra))),
+            q=t(a.q),
+            tau=t(a.tau_mean),
+            alpha=t(a.alpha_mean),
+            f_alpha=t(a.f_alpha_mean),
+            depth_alpha0=t([d.alpha0_mean for d in a.by_depth]),
+            depth_alpha0_std=t([d.alpha0_std for d in a.by_depth]),
+            depth_width=t([d.width_mean for d in a.by_depth]),
+            depth_width_std=t([d.width_std for d in a.by_depth]),
+        )
+        return out
 
     def plot(self, val: dict[str, torch.Tensor] | Sequence[dict[str, torch.Tensor]] | None = None, ax: Any = None):
         """Plot f(alpha) against alpha for one computed value (or a sequence of them).

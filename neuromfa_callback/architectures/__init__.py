@@ -1,147 +1,283 @@
-"""Model families: find the analysed model inside what the user passes, and map it onto matrix groups.
+"""Any model onto node sets: operators by type, node sets by data flow, depths by block.
 
-Detection (``architecture="auto"``): Hugging Face models by ``config.model_type`` (no transformers
-import), plain MLPs by structure (:mod:`.mlp`). Wrappers are looked through: ``torch.compile``
-(``_orig_mod``), PEFT (``base_model.model``), ``DistributedDataParallel``/``DataParallel``/FSDP
-(``module``), and a LightningModule (the one attribute holding a supported model). Parameter names
-are relative to the detected model, so they do not change when it is wrapped or compiled.
+:func:`resolve` is the one path from a user's model to a :class:`Layout`:
 
-Supported families: ``gpt_neox`` (Pythia), ``gpt2``, ``llama``, ``bert``, ``mlp``; each module's
-docstring holds its layer mapping table.
+1. Wrappers are looked through (``torch.compile``'s ``_orig_mod``, DDP/DataParallel/FSDP1 ``module``,
+   PEFT's ``PeftModel``); ``module=`` picks a part (an attribute path or a callable).
+2. Operators are found by module type (:mod:`.operators`).
+3. Node sets come from one forward pass (:mod:`.dataflow`): the training step's own (callbacks), an
+   ``example_input=``, a Hugging Face model's ``dummy_inputs`` (or inputs built from its config), or an
+   input guessed from the first layer (a token batch for an ``nn.Embedding``, a feature batch for an
+   ``nn.Linear``, an image for an ``nn.Conv2d``). Without one, a structural fallback.
+4. Depths: every node set belongs to the block its operators sit in, the child of the outermost
+   container of repeated blocks (``model.layers.3``, ``encoder.block.0``, ``layer1.0``); depths are
+   numbered in forward order.
+5. Unembeddings are left out, as in the reference: the output embedding of every Hugging Face model
+   (``get_output_embeddings()``: ``lm_head``, ``embed_out``) and any layer whose weight is an
+   ``nn.Embedding``'s weight (tied). Embeddings, norms and biases are not operators. Operators that a
+   forward pass showed are never called are left out too (``describe`` lists all of these).
+
+``architecture``: ``"auto"`` (the ``gpt_neox`` preset for a GPT-NeoX model, the general sampler
+otherwise), ``"generic"`` (always the general sampler) or ``"gpt_neox"`` (the reference's exact
+sampling; refused for other structures).
 """
 
 from __future__ import annotations
 
-import importlib
-from collections import Counter
-from types import ModuleType
+from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from neuromfa_callback._checks import check_choice
-from neuromfa_callback.architectures._layout import Layout, MatrixGroup, Selection
+from neuromfa_callback.architectures import gpt_neox
+from neuromfa_callback.architectures._inputs import discover
+from neuromfa_callback.architectures._layout import Layout, NodeSet, Selection, TransformerPlan, generic_sampler
+from neuromfa_callback.architectures.dataflow import DataflowRecorder, Observation, structural_keys
+from neuromfa_callback.architectures.operators import Operator, find_operators
 
-__all__ = ["ARCHITECTURES", "FAMILIES", "Layout", "MatrixGroup", "Selection", "family_module", "resolve"]
+__all__ = [
+    "ARCHITECTURES",
+    "DataflowRecorder",
+    "Layout",
+    "NodeSet",
+    "Observation",
+    "Operator",
+    "Selection",
+    "TransformerPlan",
+    "find_operators",
+    "resolve",
+    "select_module",
+]
 
-FAMILIES = ("gpt_neox", "gpt2", "llama", "bert", "mlp")
-ARCHITECTURES = ("auto", *FAMILIES)
-_TRANSFORMERS = ("gpt_neox", "gpt2", "llama", "bert")
+ARCHITECTURES = ("auto", "generic", "gpt_neox")
 _WRAPPER_CLASSES = ("DistributedDataParallel", "DataParallel", "FullyShardedDataParallel")
-_SUPPORTED_TEXT = (
-    "supported families: gpt_neox (Pythia; config.model_type 'gpt_neox'), gpt2 ('gpt2'), llama ('llama'), "
-    "bert ('bert'), mlp (nn.Linear layers whose shapes chain, e.g. an nn.Sequential)"
-)
-
-
-def family_module(family: str) -> ModuleType:
-    """The module implementing ``family`` (imported on first use).
-
-    Example:
-        >>> family_module("mlp").__name__
-        'neuromfa_callback.architectures.mlp'
-    """
-    check_choice("family", family, FAMILIES)
-    return importlib.import_module(f"neuromfa_callback.architectures.{family}")
+ModuleArg = str | Callable[[torch.nn.Module], torch.nn.Module] | None
 
 
 def _join(path: str, attr: str) -> str:
     return f"{path}.{attr}" if path else attr
 
 
-def _unwrap_once(module: torch.nn.Module) -> tuple[str, torch.nn.Module] | None:
-    inner = getattr(module, "_orig_mod", None)  # torch.compile's OptimizedModule
-    if isinstance(inner, torch.nn.Module):
-        return "_orig_mod", inner
-    base = getattr(module, "base_model", None)  # PEFT: PeftModel.base_model (LoraModel).model
-    if hasattr(module, "peft_config") and isinstance(getattr(base, "model", None), torch.nn.Module):
-        return "base_model.model", base.model
-    if type(module).__name__ in _WRAPPER_CLASSES and isinstance(getattr(module, "module", None), torch.nn.Module):
-        return "module", module.module
-    return None
+def unwrap(model: torch.nn.Module) -> tuple[torch.nn.Module, str]:
+    """Look through ``torch.compile``, DDP/DataParallel/FSDP1 and PEFT wrappers; returns ``(module, path)``."""
+    path = ""
+    while True:
+        inner = getattr(model, "_orig_mod", None)
+        if isinstance(inner, torch.nn.Module):
+            model, path = inner, _join(path, "_orig_mod")
+            continue
+        base = getattr(model, "base_model", None)
+        if hasattr(model, "peft_config") and isinstance(getattr(base, "model", None), torch.nn.Module):
+            model, path = base.model, _join(path, "base_model.model")
+            continue
+        if type(model).__name__ in _WRAPPER_CLASSES and isinstance(getattr(model, "module", None), torch.nn.Module):
+            model, path = model.module, _join(path, "module")
+            continue
+        return model, path
 
 
-def _is_lightning(module: torch.nn.Module) -> bool:
-    return any(c.__name__ == "LightningModule" for c in type(module).__mro__)
+def select_module(model: Any, module: ModuleArg = None) -> tuple[torch.nn.Module, str]:
+    """The analysed module: ``model`` unwrapped, then ``module`` (dotted path or callable) applied.
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module``, or ``module`` is neither a str nor a callable.
+        ValueError: ``module`` names no submodule.
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"Expected `model` to be a torch.nn.Module, got {type(model).__name__}")
+    root, path = unwrap(model)
+    if module is None:
+        return root, path
+    if isinstance(module, str):
+        try:
+            picked = root.get_submodule(module)
+        except AttributeError as err:
+            kids = ", ".join(n for n, _ in root.named_children()) or "none"
+            raise ValueError(f"Expected `module` to name a submodule of {type(root).__name__}, got {module!r} (children: {kids})"[:300]) from err
+        sub, sub_path = unwrap(picked)
+        return sub, _join(_join(path, module), sub_path)
+    if callable(module):
+        picked = module(model)
+        if not isinstance(picked, torch.nn.Module):
+            raise TypeError(f"Expected `module(model)` to return an nn.Module, got {type(picked).__name__}")
+        return unwrap(picked)[0], "<module>"
+    raise TypeError(f"Expected `module` to be a dotted attribute path or a callable, got {module!r}")
 
 
-def _family_of(module: torch.nn.Module, architecture: str) -> str | None:
-    model_type = getattr(getattr(module, "config", None), "model_type", None)
-    for fam in _TRANSFORMERS:
-        if architecture in ("auto", fam) and model_type in family_module(fam).MODEL_TYPES:
-            return fam
-    if architecture in _TRANSFORMERS and model_type is None and not _is_lightning(module):
-        return architecture  # explicit family on a model without a config: the layout checks the structure
-    if architecture in ("auto", "mlp") and model_type is None and family_module("mlp").is_mlp(module):
-        return "mlp"
-    return None
-
-
-def _candidates(module: torch.nn.Module, path: str, architecture: str) -> list[tuple[str, torch.nn.Module, str]]:
-    unwrapped = _unwrap_once(module)
-    if unwrapped is not None:
-        return _candidates(unwrapped[1], _join(path, unwrapped[0]), architecture)
-    if _is_lightning(module):
-        hits = []
-        for name, child in module.named_children():
-            hits += _candidates(child, _join(path, name), architecture)
-        if len(hits) != 1 and architecture in ("auto", "mlp") and family_module("mlp").is_mlp(module):
-            return [(path, module, "mlp")]  # Linear layers held directly by the LightningModule
-        return hits
-    fam = _family_of(module, architecture)
-    return [(path, module, fam)] if fam else []
-
-
-def _unsupported(model: torch.nn.Module, architecture: str) -> ValueError:
-    types = Counter(type(m).__name__ for m in model.modules())
-    type_text = ", ".join(f"{t} x{n}" for t, n in types.most_common(12))
-    linear = [
-        f"{n} {tuple(m.weight.shape)}"
-        for n, m in model.named_modules()
-        if isinstance(getattr(m, "weight", None), torch.Tensor) and m.weight.ndim == 2
-    ]
-    lin_text = ", ".join(linear[:8]) + (f", ... ({len(linear)} in all)" if len(linear) > 8 else "") or "none"
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    why = family_module("mlp").chain_break(model)
+def _no_operator_error(root: torch.nn.Module) -> ValueError:
+    kinds = sorted({type(m).__name__ for m in root.modules() if any(True for _ in m.parameters(recurse=False))})
     return ValueError(
-        f"Unsupported model {type(model).__name__} for architecture={architecture!r}"
-        + (f" (config.model_type {model_type!r})" if model_type else "")
-        + f": found module types {type_text}; linear-like layers (weight shape): {lin_text}"
-        + ("" if model_type else f"; not an MLP: {why}")
-        + f". {_SUPPORTED_TEXT}"
+        (
+            f"{type(root).__name__} has no weight operator (nn.Linear, Conv1D, nn.Conv*, nn.MultiheadAttention, "
+            f"MoE experts, LoRA); weight-holding modules: {', '.join(kinds[:5]) or 'none'}; pass `module=` to pick a part"
+        )[:299]
     )
 
 
-def resolve(model: Any, architecture: str = "auto") -> Layout:
-    """Find the supported model inside ``model`` and map it onto its matrix groups.
+def _excluded(root: torch.nn.Module, found: list[tuple[str, torch.nn.Module, list[Operator]]]) -> dict[int, str]:
+    """``id(module) -> reason`` for operator modules that are unembeddings (or tied to an analysed weight)."""
+    out: dict[int, str] = {}
+    for m in root.modules():
+        get = getattr(m, "get_output_embeddings", None)
+        if callable(get) and hasattr(m, "config"):
+            try:
+                head = get()
+            except Exception:  # noqa: BLE001 - some heads raise NotImplementedError
+                head = None
+            if isinstance(head, torch.nn.Module):
+                for sub in head.modules():
+                    out[id(sub)] = "unembedding (output embedding)"
+    embeds = {id(m.weight): n for n, m in root.named_modules() if isinstance(m, torch.nn.Embedding)}
+    seen: dict[int, str] = {}
+    for path, mod, ops in found:
+        if id(mod) in out:
+            continue
+        for op in ops:
+            w = op.stored()
+            pid = id(getattr(op._lora.base if op.kind == "lora" else op.module, op.attr))
+            if pid in embeds:
+                out[id(mod)] = f"unembedding (tied to {embeds[pid]}.weight)"
+            elif pid in seen and op.kind != "expert" and op.kind != "mha":
+                out[id(mod)] = f"tied to {seen[pid]}"
+            seen.setdefault(pid, op.name)
+            del w
+    return out
+
+
+def _is_block_container(mod: torch.nn.Module, op_ids: set[int]) -> bool:
+    if not isinstance(mod, (torch.nn.ModuleList, torch.nn.Sequential)):
+        return False
+    kinds: dict[type, int] = defaultdict(int)
+    for child in mod.children():
+        if id(child) in op_ids or any(id(m) in op_ids for m in child.modules()):
+            kinds[type(child)] += 1
+    return any(n >= 2 for n in kinds.values())
+
+
+def _block_of(root: torch.nn.Module, path: str, op_ids: set[int]) -> str:
+    parts = path.split(".") if path else []
+    mod = root
+    for i in range(len(parts)):
+        if _is_block_container(mod, op_ids):
+            return ".".join(parts[: i + 1])
+        mod = getattr(mod, parts[i]) if not parts[i].isdigit() else mod[int(parts[i])]
+    return path
+
+
+def _strip(name: str) -> str:
+    return name.replace("._orig_mod", "").replace("_orig_mod.", "")
+
+
+def _node_sets(
+    root: torch.nn.Module, found: list[tuple[str, torch.nn.Module, list[Operator]]], obs: Observation
+) -> tuple[tuple[NodeSet, ...], tuple[str, ...], list[tuple[str, str]]]:
+    skipped: list[tuple[str, str]] = []
+    unobserved = [(p, m, ops) for p, m, ops in found if id(m) not in obs.order]
+    covered = obs.covered
+    structural = [(p, m, ops) for p, m, ops in unobserved if id(m) not in covered]
+    for p, m, ops in unobserved:
+        if id(m) in covered:
+            skipped += [(_strip(n), "not called in the forward pass") for op in ops for n in op.params[:1]]
+    fallback = structural_keys(root, [(p, m, ops[0].n_in) for p, m, ops in structural])
+    live = [(p, m, ops) for p, m, ops in found if id(m) in obs.order or id(m) in fallback]
+    n_live = len(live)
+    groups: dict[Any, list[tuple[float, Operator]]] = {}
+    for idx, (path, mod, ops) in enumerate(live):
+        order = obs.order.get(id(mod), n_live + idx)
+        for k, op in enumerate(ops):
+            if op.input_slot is None:
+                key: Any = ("internal", op.name)
+            elif id(mod) in obs.inputs:
+                key = ("tensor", obs.inputs[id(mod)][min(op.input_slot, len(obs.inputs[id(mod)]) - 1)])
+            else:
+                key = ("structure", fallback[id(mod)])
+            groups.setdefault(key, []).append((order + (0.5 if op.input_slot is None else 0.0) + k * 1e-6, op, path))
+    op_ids = {id(m) for _, m, _ in live}
+    ordered = sorted(groups.values(), key=lambda members: min(m[0] for m in members))
+    depth_of: dict[str, int] = {}
+    sets = []
+    for members in ordered:
+        members.sort(key=lambda m: m[0])
+        block = _strip(_block_of(root, members[0][2], op_ids))
+        depth = depth_of.setdefault(block, len(depth_of))
+        first = members[0][1]
+        reads = f"internal activation of {_strip(members[0][2])}" if first.input_slot is None else f"input of {_strip(members[0][2])}"
+        sets.append(NodeSet(tuple(m[1] for m in members), depth, reads))
+    return tuple(sets), tuple(depth_of), skipped
+
+
+def _model_type(root: torch.nn.Module, op_modules: list[torch.nn.Module]) -> str | None:
+    """``config.model_type`` of the Hugging Face model that holds every operator (``None`` if none does)."""
+    ids = {id(m) for m in op_modules}
+    for m in root.modules():
+        mt = getattr(getattr(m, "config", None), "model_type", None)
+        if isinstance(mt, str) and ids <= {id(x) for x in m.modules()}:
+            return mt
+    return None
+
+
+def resolve(
+    model: Any,
+    architecture: str = "auto",
+    *,
+    module: ModuleArg = None,
+    example_input: Any = None,
+    observation: Observation | None = None,
+) -> Layout:
+    """Find the operators of ``model`` and group them into node sets (see the module docstring).
 
     Args:
-        model: an ``nn.Module``: a Hugging Face model, an MLP, or one of them wrapped by
-            ``torch.compile``, PEFT, DDP/FSDP or a LightningModule.
-        architecture: ``"auto"`` or one of :data:`FAMILIES` to skip detection.
+        model: any ``nn.Module`` (wrapped by ``torch.compile``, PEFT, DDP or a LightningModule too).
+        architecture: ``"auto"``, ``"generic"`` or ``"gpt_neox"``.
+        module: analyse only this part: a dotted attribute path (``"encoder"``, ``"model.vision"``) or
+            a callable ``model -> nn.Module``.
+        example_input: an input for one forward pass that reveals the node sets: a dict (keyword
+            arguments), a tuple (positional) or a tensor. Default: the model's ``dummy_inputs`` (Hugging
+            Face) or a guess from its first layer.
+        observation: an :class:`Observation` already recorded (the callbacks record the first
+            training step); no forward pass is run then.
 
     Returns:
-        The :class:`Layout` (family, where the model was found, matrix groups, sampler).
+        The :class:`Layout`.
 
     Raises:
-        TypeError: ``model`` is not an ``nn.Module``.
-        ValueError: no supported model (the message lists the module types and linear-like layers
-            found, and the supported families), or several candidates inside a LightningModule.
+        TypeError: ``model`` is not an ``nn.Module``; bad ``module``.
+        ValueError: no weight operator in the analysed module, a failing ``example_input``, or a
+            preset that does not fit the model.
 
     Example:
-        >>> import torch
-        >>> layout = resolve(torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4)))
-        >>> layout.family, [g.name for g in layout.groups]
-        ('mlp', ['0.weight', '2.weight'])
+        >>> mlp = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+        >>> layout = resolve(mlp)
+        >>> layout.family, [ns.name for ns in layout.node_sets], layout.depth_names, layout.source
+        ('generic', ['0.weight', '2.weight'], ('0', '2'), 'guessed input: float batch (2, 8)')
     """
     check_choice("architecture", architecture, ARCHITECTURES)
-    if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"Expected `model` to be a torch.nn.Module, got {type(model).__name__}")
-    hits = _candidates(model, "", architecture)
-    if not hits:
-        raise _unsupported(model, architecture)
-    if len(hits) > 1:
-        listed = ", ".join(f"{p or '<root>'} ({f})" for p, _, f in hits)
-        raise ValueError(f"Found several supported models in {type(model).__name__}: {listed}; pass the one to analyse")
-    path, inner, fam = hits[0]
-    return family_module(fam).build_layout(inner, path)
+    root, path = select_module(model, module)
+    if not find_operators(root):
+        raise _no_operator_error(root)
+    if observation is None:
+        observation = discover(root, example_input)
+    found = find_operators(root, observation.widths)
+    for _, _, ops in found:
+        for op in ops:
+            op.name = _strip(op.name)
+            op.params = tuple(_strip(p) for p in op.params)
+    excluded = _excluded(root, found)
+    skipped = [(_strip(op.params[0]), excluded[id(m)]) for _, m, ops in found if id(m) in excluded for op in ops]
+    found = [f for f in found if id(f[1]) not in excluded]
+    if not found:
+        raise _no_operator_error(root)
+    sets, depth_names, more = _node_sets(root, found, observation)
+    skipped += more
+    if not sets:
+        raise ValueError(f"no operator of {type(root).__name__} was called in the forward pass ({observation.source}); "
+                         "pass `module=` or another `example_input=`"[:299])
+    model_type = _model_type(root, [m for _, m, _ in found])
+    preset = architecture if architecture != "auto" else ("gpt_neox" if model_type in gpt_neox.MODEL_TYPES else "generic")
+    if preset == "gpt_neox":
+        sets, sampler = gpt_neox.plan(sets, len(depth_names))
+    else:
+        sampler = generic_sampler(sets)
+    return Layout(preset, path, root, sets, depth_names, sampler, observation.source, tuple(skipped), model_type)

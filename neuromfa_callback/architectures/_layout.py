@@ -1,36 +1,28 @@
-"""What every architecture module returns: the model's matrices, grouped into node sets, and how to sample them.
+"""What :func:`~neuromfa_callback.architectures.resolve` returns: the model's node sets, their depths, and a sampler.
 
-A :class:`MatrixGroup` is one or more weight matrices (each viewed as ``out x in``) that share their
-input neurons: every input neuron is ONE node, and its out-edges are the matching column of every
-matrix in the group, stacked. GPT-NeoX's fused ``query_key_value`` is a group of one matrix; Llama's
-separate ``q_proj``/``k_proj``/``v_proj`` form a group of three, so an input neuron of a Llama layer
-sees its query, key and value outputs exactly as a GPT-NeoX input neuron does.
+A :class:`NodeSet` is one or more :class:`~neuromfa_callback.architectures.operators.Operator` s that read
+the same input neurons: every input neuron is ONE node, and its out-edges are the matching column of
+every operator, stacked (GPT-NeoX's fused ``query_key_value`` is one operator; Llama's ``q_proj``,
+``k_proj``, ``v_proj`` are three operators of one node set).
 
-A :class:`Selection` says which input neurons (columns) of a group are nodes and which rows of each
-of its matrices are their out-neighbours. :class:`TransformerPlan` draws the selections of a
-GPT-NeoX-style stack as the authors' reference does (NEUROMFA.md section 1).
+A :class:`Selection` says which input neurons of a node set are nodes and which rows of each operator
+are their out-neighbours. The general sampler (:func:`generic_sampler`) draws, per node set in
+forward order, ``min(S, n_in)`` input neurons and then, per operator, ``min(S, rows)`` rows, all with
+``rng.choice(n, k, replace=False)``. :class:`TransformerPlan` draws the selections of a GPT-NeoX stack
+exactly as the authors' reference does (NEUROMFA.md section 1).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-__all__ = [
-    "Layout",
-    "MatrixGroup",
-    "Selection",
-    "TransformerPlan",
-    "check_shapes",
-    "collect_layers",
-    "fused_name",
-    "transformer_groups",
-    "weight_view",
-]
+from neuromfa_callback.architectures.operators import Operator
+
+__all__ = ["Layout", "NodeSet", "Selection", "TransformerPlan", "fused_name", "generic_sampler"]
 
 
 def fused_name(names: Sequence[str]) -> str:
@@ -52,41 +44,50 @@ def fused_name(names: Sequence[str]) -> str:
     while all(len(p) - suf > pre and p[-1 - suf] == parts[0][-1 - suf] for p in parts):
         suf += 1
     mids = [".".join(p[pre : len(p) - suf]) for p in parts]
+    if len(mids) > 4:
+        mids = [*mids[:2], f"... {len(mids)} in all", mids[-1]]
     head = ".".join(parts[0][:pre])
     tail = ".".join(parts[0][len(parts[0]) - suf :])
     return ".".join(x for x in (head, "{" + ",".join(mids) + "}", tail) if x)
 
 
 @dataclass(frozen=True, eq=False)
-class MatrixGroup:
-    """Matrices sharing their input neurons (one node per input neuron).
+class NodeSet:
+    """Operators sharing their input neurons (one node per input neuron).
 
     Attributes:
-        names: parameter names, relative to the detected model (``model.get_parameter(name)``).
-        layer: layer (block) index, 0-based.
-        role: ``"attention_in"``, ``"attention_out"``, ``"mlp_in"``, ``"mlp_out"`` or ``"linear"``.
-        weights: the parameters, detached and viewed as ``out x in`` (no copy).
+        operators: the operators, in forward order.
+        depth: index into :attr:`Layout.depth_names` (the block the node set belongs to).
+        reads: what the input is (``"input of model.layers.0.self_attn.q_proj"``, ...).
     """
 
-    names: tuple[str, ...]
-    layer: int
-    role: str
-    weights: tuple[torch.Tensor, ...]
+    operators: tuple[Operator, ...]
+    depth: int
+    reads: str = ""
 
     @property
     def name(self) -> str:
-        """The parameter name (fused groups: the names joined as ``prefix.{a,b}.weight``)."""
-        return fused_name(self.names)
+        """The operator names, fused (``prefix.{q_proj,k_proj,v_proj}.weight``)."""
+        return fused_name([op.name for op in self.operators])
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(op.name for op in self.operators)
 
     @property
     def n_in(self) -> int:
-        """Number of input neurons (columns)."""
-        return int(self.weights[0].shape[1])
+        """Number of input neurons (every operator of the set has the same)."""
+        return self.operators[0].n_in
+
+    @property
+    def n_out(self) -> int:
+        """Out-edge slots per node over all operators."""
+        return sum(op.n_rows for op in self.operators)
 
 
 @dataclass(frozen=True)
 class Selection:
-    """Input neurons (columns) of a group that are nodes, and the rows of each matrix they connect to."""
+    """Input neurons (columns) of a node set that are nodes, and the rows of each operator they connect to."""
 
     cols: np.ndarray
     rows: tuple[np.ndarray, ...]
@@ -94,77 +95,62 @@ class Selection:
 
 @dataclass(frozen=True, eq=False)
 class Layout:
-    """A model mapped onto ordered matrix groups.
+    """A model mapped onto ordered node sets.
 
     Attributes:
-        family: ``"gpt_neox"``, ``"gpt2"``, ``"llama"``, ``"bert"`` or ``"mlp"``.
-        path: where the analysed model sits inside the object passed (``""``: the object itself,
-            ``"_orig_mod"`` for ``torch.compile``, ``"model"`` for a LightningModule attribute ...).
-        model: the analysed (unwrapped) module.
-        groups: the matrix groups, in forward order.
-        sampler: ``sampler(neurons_per_layer, rng)`` -> one :class:`Selection` per group.
+        family: ``"generic"``, or the preset whose sampling is used (``"gpt_neox"``).
+        path: where the analysed module sits inside the object passed (``""``: itself,
+            ``"_orig_mod"`` for ``torch.compile``, ``"model"`` for ``module="model"`` ...).
+        model: the analysed module.
+        node_sets: in forward order.
+        depth_names: module path of every depth (block), in forward order.
+        sampler: ``sampler(neurons_per_layer, rng)`` -> one :class:`Selection` per node set.
+        source: how the node sets were found (``"training step"``, ``"example_input"``,
+            ``"dummy_inputs"``, ``"structure (no forward pass ran)"`` ...).
+        skipped: ``(parameter name, reason)`` for weight-holding parameters left out.
+        model_type: ``config.model_type`` of the analysed Hugging Face model, if any.
     """
 
     family: str
     path: str
     model: torch.nn.Module
-    groups: tuple[MatrixGroup, ...]
+    node_sets: tuple[NodeSet, ...]
+    depth_names: tuple[str, ...]
     sampler: Callable[[int, np.random.RandomState], list[Selection]]
+    source: str = ""
+    skipped: tuple[tuple[str, str], ...] = ()
+    model_type: str | None = None
+
+    @property
+    def operators(self) -> list[Operator]:
+        return [op for ns in self.node_sets for op in ns.operators]
 
     def sample(self, neurons_per_layer: int, rng: np.random.RandomState) -> list[Selection]:
-        """Draw the sampled nodes and out-neighbours of every group."""
+        """Draw the sampled nodes and out-neighbours of every node set."""
         return self.sampler(neurons_per_layer, rng)
 
 
-def weight_view(model: torch.nn.Module, name: str, param: torch.Tensor) -> torch.Tensor:
-    """``param`` detached and viewed as ``out x in``; transformers' ``Conv1D`` stores ``in x out``."""
-    owner = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
-    if type(owner).__name__ == "Conv1D":
-        return param.detach().t()
-    return param.detach()
+def generic_sampler(node_sets: Sequence[NodeSet]) -> Callable[[int, np.random.RandomState], list[Selection]]:
+    """Per node set: ``min(S, n_in)`` input neurons, then ``min(S, rows)`` rows of each operator.
 
-
-_LORA = re.compile(r"(^|\.)lora_[A-Za-z_]+\.")
-
-
-def collect_layers(
-    model: torch.nn.Module, family: str, container: str, parts: Sequence[str]
-) -> list[dict[str, tuple[str, torch.Tensor]]]:
-    """Find ``<prefix>.<container>.<i>.<part>.weight`` for every layer ``i`` and part.
-
-    Returns one dict per layer (in index order) mapping each part to ``(name, out x in view)``.
-    A PEFT ``base_layer`` is looked through; un-merged LoRA adapters are refused.
-
-    Raises:
-        ValueError: no layer, a layer missing a part, layer indices with gaps, several prefixes,
-            or LoRA adapters that are not merged.
+    Example:
+        >>> lin = torch.nn.Linear(6, 4)
+        >>> ns = NodeSet((Operator("w", lin, "linear", ("w",)),), depth=0)
+        >>> sel = generic_sampler([ns])(32, np.random.RandomState(0))[0]
+        >>> sorted(sel.cols.tolist()), sorted(sel.rows[0].tolist())
+        ([0, 1, 2, 3, 4, 5], [0, 1, 2, 3])
     """
-    pattern = re.compile(
-        rf"^(?P<pre>(?:.*\.)?){re.escape(container)}\.(?P<i>\d+)\.(?P<part>.+?)(?:\.base_layer)?\.weight$"
-    )
-    found: dict[str, dict[int, dict[str, tuple[str, torch.Tensor]]]] = {}
-    for name, param in model.named_parameters():
-        if _LORA.search(name):
-            raise ValueError(
-                f"found un-merged LoRA adapter weights ({name}): NeuroMFA analyses the effective weights; "
-                "call `model.merge_and_unload()` (PEFT) first"
-            )
-        m = pattern.match(name)
-        if m and m["part"] in parts:
-            layer = found.setdefault(m["pre"], {}).setdefault(int(m["i"]), {})
-            layer[m["part"]] = (name, weight_view(model, name, param))
-    if not found:
-        raise ValueError(f"no {family} layers found: expected parameters named `*.{container}.<i>.{parts[0]}.weight`")
-    if len(found) > 1:
-        raise ValueError(f"{family} layers found under several prefixes {sorted(found)}: pass the one model to analyse")
-    layers = next(iter(found.values()))
-    if sorted(layers) != list(range(len(layers))):
-        raise ValueError(f"{family} layer indices are not 0..n-1: {sorted(layers)}")
-    for i in range(len(layers)):
-        missing = [p for p in parts if p not in layers[i]]
-        if missing:
-            raise ValueError(f"{family} layer {i} lacks {missing} (expected all of {list(parts)})")
-    return [layers[i] for i in range(len(layers))]
+    sizes = [(ns.n_in, [op.n_rows for op in ns.operators]) for ns in node_sets]
+
+    def sample(neurons_per_layer: int, rng: np.random.RandomState) -> list[Selection]:
+        s = neurons_per_layer
+        out = []
+        for n_in, rows in sizes:
+            cols = rng.choice(n_in, min(s, n_in), replace=False)
+            out.append(Selection(cols, tuple(rng.choice(r, min(s, r), replace=False) for r in rows)))
+        return out
+
+    return sample
 
 
 def _check_size(value: int, limit: int, what: str) -> None:
@@ -179,18 +165,9 @@ class TransformerPlan:
     Per block, with ``S = neurons_per_layer``, draws in this order with
     ``rng.choice(n, size, replace=False)``: ``a`` (S of ``hidden``), ``t`` (S of ``inner``),
     ``b`` (S of ``hidden``), ``c`` (2S of ``intermediate``); after the last block one more S of
-    ``hidden``. The four groups of block ``l`` then select: attention_in ``cols a, rows qkv_rows(t)``;
-    attention_out ``cols t, rows b``; mlp_in ``cols b, rows c`` (in every matrix of the group);
-    mlp_out ``cols c, rows`` next block's ``a`` (last block: the fresh draw).
-
-    Attributes:
-        n_layers: number of blocks.
-        hidden: hidden size ``F`` (residual stream).
-        inner: size of the attention output projection's input (``F``; Llama: heads x head_dim).
-        intermediate: MLP intermediate size.
-        qkv_rows: maps ``t`` to the rows of each attention_in matrix.
-        mlp_in_parts: number of matrices in the mlp_in group (2 for gated MLPs).
-        family: used in error messages.
+    ``hidden``. The four node sets of block ``l`` then select: attention_in ``cols a, rows qkv_rows(t)``;
+    attention_out ``cols t, rows b``; mlp_in ``cols b, rows c``; mlp_out ``cols c, rows`` next
+    block's ``a`` (last block: the fresh draw).
     """
 
     n_layers: int
@@ -198,7 +175,6 @@ class TransformerPlan:
     inner: int
     intermediate: int
     qkv_rows: Callable[[np.ndarray], tuple[np.ndarray, ...]]
-    mlp_in_parts: int = 1
     family: str = "transformer"
 
     def __call__(self, neurons_per_layer: int, rng: np.random.RandomState) -> list[Selection]:
@@ -223,67 +199,6 @@ class TransformerPlan:
             nxt = draws[i + 1][0] if i + 1 < self.n_layers else last
             out.append(Selection(a, self.qkv_rows(t)))
             out.append(Selection(t, (b,)))
-            out.append(Selection(b, (c,) * self.mlp_in_parts))
+            out.append(Selection(b, (c,)))
             out.append(Selection(c, (nxt,)))
         return out
-
-
-def transformer_groups(
-    layers: list[dict[str, tuple[str, torch.Tensor]]], roles: dict[str, Sequence[str]]
-) -> tuple[MatrixGroup, ...]:
-    """Matrix groups in forward order; ``roles`` maps each role to the layer parts it fuses."""
-    groups = []
-    for i, layer in enumerate(layers):
-        for role, parts in roles.items():
-            groups.append(
-                MatrixGroup(
-                    names=tuple(layer[p][0] for p in parts),
-                    layer=i,
-                    role=role,
-                    weights=tuple(layer[p][1] for p in parts),
-                )
-            )
-    return tuple(groups)
-
-
-def check_shapes(family: str, groups: Sequence[MatrixGroup], expected: dict[str, Sequence[tuple[int, int]]]) -> None:
-    """Raise ``ValueError`` naming the first matrix whose ``out x in`` shape is not ``expected[role][part]``."""
-    for g in groups:
-        for name, w, want in zip(g.names, g.weights, expected[g.role]):
-            if tuple(w.shape) != tuple(want):
-                raise ValueError(f"{family}: `{name}` has shape {tuple(w.shape)} (out x in), expected {tuple(want)}")
-
-
-def standard_transformer_layout(
-    model: torch.nn.Module, path: str, family: str, blocks_attr: str, roles: dict[str, tuple[str, ...]]
-) -> Layout:
-    """Layout of a block stack whose attention input is one fused ``3F x F`` matrix (q, k, v stacked)
-    or three ``F x F`` matrices, followed by ``F x F`` attention output and an ``inter``-wide MLP.
-
-    The sampled qkv rows of a sampled output neuron ``t`` are ``t, t+F, t+2F`` of the fused matrix,
-    or row ``t`` of each separate matrix.
-
-    Raises:
-        ValueError: the expected parameters are missing or have inconsistent shapes.
-    """
-    layers = collect_layers(model, family, blocks_attr, [p for ps in roles.values() for p in ps])
-    groups = transformer_groups(layers, roles)
-    f = int(groups[1].weights[0].shape[0])
-    inter = int(groups[2].weights[0].shape[0])
-    fused = len(roles["attention_in"]) == 1
-    check_shapes(
-        family,
-        groups,
-        {
-            "attention_in": [(3 * f, f)] if fused else [(f, f)] * 3,
-            "attention_out": [(f, f)],
-            "mlp_in": [(inter, f)],
-            "mlp_out": [(f, inter)],
-        },
-    )
-
-    def qkv_rows(t: np.ndarray) -> tuple[np.ndarray, ...]:
-        return (np.concatenate([t, t + f, t + 2 * f]),) if fused else (t, t, t)
-
-    plan = TransformerPlan(len(layers), f, f, inter, qkv_rows, family=family)
-    return Layout(family, path, model, groups, plan)

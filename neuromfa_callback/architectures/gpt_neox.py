@@ -1,7 +1,10 @@
-r"""GPT-NeoX / Pythia: the layout the authors' reference samples (NEUROMFA.md section 1), reproduced exactly.
+r"""GPT-NeoX / Pythia preset: the authors' reference sampling, reproduced exactly, on the general node sets.
 
-With hidden size ``F``, intermediate size ``I`` (Pythia: ``4F``) and ``S = neurons_per_layer``,
-block ``l`` (parameters ``<prefix>.layers.<l>.*``) maps to four matrix groups:
+The general path (:mod:`~neuromfa_callback.architectures.dataflow`) finds four node sets per block of
+a GPT-NeoX model: ``query_key_value`` (reads the first LayerNorm's output), ``dense`` (reads the
+attention output), ``dense_h_to_4h`` (reads the second LayerNorm's output) and ``dense_4h_to_h``.
+This preset only replaces the sampler. With hidden size ``F``, intermediate size ``I`` (Pythia: ``4F``)
+and ``S = neurons_per_layer``, block ``l`` selects:
 
 | matrix (HF name) | input neurons sampled | output neurons sampled |
 |---|---|---|
@@ -14,8 +17,8 @@ Draws per block with ``numpy.random.RandomState(seed).choice(n, size, replace=Fa
 ``a, t, b, c``, then one more S of F after the last block: for seed ``k`` the indices equal the
 reference's ``numpy.random.seed(k)`` draws (checked against ``golden/gptneox_tiny_init``).
 
-Not part of the network: ``embed_in`` (embedding), ``embed_out``/``lm_head`` (unembedding), every
-LayerNorm and every bias. Full mode uses every row and column of the same matrices.
+Not part of the network: ``embed_in`` (embedding), ``embed_out`` (unembedding), every LayerNorm and
+every bias. Full mode uses every row and column of the same matrices.
 
 Approximations kept from the reference (paper-compatible): HF GPT-NeoX interleaves q/k/v rows per
 head, so rows ``t, t+F, t+2F`` are not the query/key/value of one neuron; Pythia's parallel
@@ -26,25 +29,51 @@ filter, and are left out here (the golden ``n_nodes`` counts their 3S source nod
 
 from __future__ import annotations
 
-import torch
+from collections.abc import Sequence
 
-from neuromfa_callback.architectures._layout import Layout, standard_transformer_layout
+import numpy as np
 
-__all__ = ["MODEL_TYPES", "ROLES", "build_layout"]
+from neuromfa_callback.architectures._layout import NodeSet, TransformerPlan
+
+__all__ = ["MODEL_TYPES", "ROLES", "plan"]
 
 MODEL_TYPES = ("gpt_neox",)
-ROLES = {
-    "attention_in": ("attention.query_key_value",),
-    "attention_out": ("attention.dense",),
-    "mlp_in": ("mlp.dense_h_to_4h",),
-    "mlp_out": ("mlp.dense_4h_to_h",),
-}
+ROLES = ("attention.query_key_value", "attention.dense", "mlp.dense_h_to_4h", "mlp.dense_4h_to_h")
 
 
-def build_layout(model: torch.nn.Module, path: str = "") -> Layout:
-    """Map a GPT-NeoX model (``GPTNeoXModel`` or ``GPTNeoXForCausalLM``) onto its matrix groups.
+def _mismatch(why: str) -> ValueError:
+    return ValueError(f"architecture='gpt_neox': {why}; use architecture='generic' for this model")
+
+
+def plan(node_sets: Sequence[NodeSet], n_depths: int) -> tuple[tuple[NodeSet, ...], TransformerPlan]:
+    """Order the node sets block by block as the reference does and build its sampler.
 
     Raises:
-        ValueError: the expected parameters are missing or have inconsistent shapes.
+        ValueError: the node sets are not those of a GPT-NeoX stack (names, count or shapes).
     """
-    return standard_transformer_layout(model, path, "gpt_neox", "layers", ROLES)
+    by_depth: list[list[NodeSet]] = [[] for _ in range(n_depths)]
+    for ns in node_sets:
+        by_depth[ns.depth].append(ns)
+    ordered = []
+    for depth, sets in enumerate(by_depth):
+        found = {}
+        for ns in sets:
+            role = next((r for r in ROLES if len(ns.operators) == 1 and ns.operators[0].name.endswith(f"{r}.weight")), None)
+            if role is None or role in found:
+                raise _mismatch(f"unexpected node set {ns.name} in block {depth}")
+            found[role] = ns
+        if sorted(found) != sorted(ROLES):
+            raise _mismatch(f"block {depth} lacks {sorted(set(ROLES) - set(found))}")
+        ordered += [found[r] for r in ROLES]
+    if not ordered:
+        raise _mismatch("no GPT-NeoX block found")
+    qkv, dense, up = (ordered[k].operators[0] for k in range(3))
+    f, inter = dense.n_rows, up.n_rows
+    for op, want in zip((ordered[k].operators[0] for k in range(4)), ((3 * f, f), (f, f), (inter, f), (f, inter))):
+        if (op.n_rows, op.n_in) != want:
+            raise _mismatch(f"`{op.name}` is {op.n_rows} x {op.n_in} (out x in), expected {want[0]} x {want[1]}")
+
+    def qkv_rows(t: np.ndarray) -> tuple[np.ndarray, ...]:
+        return (np.concatenate([t, t + f, t + 2 * f]),)
+
+    return tuple(ordered), TransformerPlan(len(ordered) // 4, f, f, inter, qkv_rows, family="gpt_neox")

@@ -1,4 +1,4 @@
-"""The :class:`NeuronNetwork` type: matrix blocks, streamed partition sums, the CSR view.
+"""The :class:`NeuronNetwork` type: matrix blocks, streamed partition sums (whole, by depth, null), the CSR view.
 
 Built by :func:`neuromfa_callback.functional.network.build_network`; see that module for the
 network's definition.
@@ -6,7 +6,7 @@ network's definition.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -20,35 +20,40 @@ from neuromfa_callback.functional._weights import (
     count_nonzero,
     csr_of,
     move,
+    null_matrix,
+    shape_of,
 )
 from neuromfa_callback.functional.partition import PartitionSums
 from neuromfa_callback.functional.spectrum import Spectrum, _validated_params
 
-__all__ = ["MatrixBlock", "NeuronNetwork"]
+__all__ = ["MatrixBlock", "NeuronNetwork", "null_seed"]
 
+
+def null_seed(seed: int | None, permutation: int, block: int, matrix: int) -> int:
+    """Generator seed of one operator's null: a fixed function of the sample seed, permutation and position."""
+    return (1_000_003 * ((seed or 0) + 1) + 7_919 * permutation + 131 * block + matrix) % (2**63)
 
 
 @dataclass(frozen=True, eq=False)
 class MatrixBlock:
-    """One node set of the network: the input neurons of one matrix group and their out-edges.
+    """One node set of the network: its input neurons and their out-edges.
 
     Attributes:
-        name: parameter name (a fused group reads ``prefix.{q_proj,k_proj,v_proj}.weight``).
-        names: the parameter name of every matrix in the group.
-        layer: layer (block) index.
-        role: ``"attention_in"``, ``"attention_out"``, ``"mlp_in"``, ``"mlp_out"`` or ``"linear"``.
-        weights: per matrix, ``out x in``: the sampled submatrix (sampled mode) or a view of the
-            whole parameter (full mode). Column ``j`` of every matrix belongs to node ``j``.
-        columns: input-neuron index (column of the whole matrix) of every node.
-        rows: per matrix, the rows of the whole matrix that ``weights`` holds (``None``: all).
-        scales: per matrix, the factor applied before ``1/|w|`` (1.0 unless ``scale="rms"``).
+        name: the node set's name (operators fused as ``prefix.{q_proj,k_proj,v_proj}.weight``).
+        names: the name of every operator in the set.
+        depth: index of the depth (block) the node set belongs to.
+        weights: per operator, ``rows x nodes``: the sampled submatrix (sampled mode) or the
+            :class:`~neuromfa_callback.architectures.Operator` itself (full mode). Column ``j`` of every
+            matrix belongs to node ``j``.
+        columns: input-neuron index of every node.
+        rows: per operator, the rows that ``weights`` holds (``None``: all).
+        scales: per operator, the factor applied before ``1/|w|`` (1.0 unless ``scale="rms"``).
     """
 
     name: str
     names: tuple[str, ...]
-    layer: int
-    role: str
-    weights: tuple[torch.Tensor, ...]
+    depth: int
+    weights: tuple[Any, ...]
     columns: np.ndarray
     rows: tuple[np.ndarray | None, ...]
     scales: tuple[float, ...]
@@ -56,54 +61,68 @@ class MatrixBlock:
     @property
     def n_nodes(self) -> int:
         """Number of nodes (input neurons)."""
-        return int(self.weights[0].shape[1])
+        return shape_of(self.weights[0])[1]
 
     @property
     def n_out(self) -> int:
         """Out-edge slots per node (rows over all matrices, zeros included)."""
-        return int(sum(w.shape[0] for w in self.weights))
+        return int(sum(shape_of(w)[0] for w in self.weights))
 
 
 class NeuronNetwork:
     """A neuron interaction network (sampled or full), ready for :meth:`partition` / :meth:`spectrum`.
 
-    Build it with :func:`build_network`. Node ``k`` is column ``node_index[k]`` of block
-    ``node_matrix[k]`` in layer ``node_layer[k]``; nodes are ordered block by block.
+    Build it with :func:`~neuromfa_callback.build_network`. Node ``k`` is input neuron
+    ``node_index[k]`` of node set ``node_matrix[k]`` at depth ``node_depth[k]``; nodes are ordered
+    node set by node set.
 
     Attributes:
         blocks: the :class:`MatrixBlock` s, in forward order.
-        family: model family the network was built from.
-        full: whether every neuron is a node (else the reference's sampling).
+        depth_names: the module path of every depth (block), in forward order.
+        family: ``"generic"`` or the preset used (``"gpt_neox"``).
+        full: whether every neuron is a node (else sampled).
         seed: sampling seed (``None`` in full mode).
         neurons_per_layer: per-layer sample size (``None`` in full mode).
         scale: ``None`` (raw weights) or ``"rms"`` (every matrix rescaled to RMS ``scale_rms``).
+        permutation: ``None``, or which permutation null this network is (see :meth:`null`).
     """
 
     def __init__(
         self,
         blocks: tuple[MatrixBlock, ...],
         *,
-        family: str,
-        full: bool,
-        seed: int | None,
-        neurons_per_layer: int | None,
-        scale: str | None,
+        depth_names: Sequence[str] = (),
+        family: str = "generic",
+        full: bool = False,
+        seed: int | None = None,
+        neurons_per_layer: int | None = None,
+        scale: str | None = None,
+        permutation: int | None = None,
         ready: Any = None,
     ) -> None:
         self.blocks = tuple(blocks)
+        self.depth_names = tuple(depth_names) or tuple(str(d) for d in range(1 + max((b.depth for b in self.blocks), default=-1)))
         self.family = family
         self.full = full
         self.seed = seed
         self.neurons_per_layer = neurons_per_layer
         self.scale = scale
-        self._ready = ready  # CUDA event of a pending non-blocking copy
+        self.permutation = permutation
+        self._ready = tuple(ready or ())  # CUDA events of pending non-blocking copies
         self._csr: tuple[np.ndarray, np.ndarray] | None = None
+
+    def _like(self, blocks: tuple[MatrixBlock, ...], **changes: Any) -> NeuronNetwork:
+        kw = dict(depth_names=self.depth_names, family=self.family, full=self.full, seed=self.seed,
+                  neurons_per_layer=self.neurons_per_layer, scale=self.scale, permutation=self.permutation)
+        kw.update(changes)
+        return NeuronNetwork(blocks, **kw)
 
     def __repr__(self) -> str:
         mode = "full" if self.full else f"sampled S={self.neurons_per_layer} seed={self.seed}"
+        null = "" if self.permutation is None else f", null #{self.permutation}"
         return (
-            f"NeuronNetwork({self.family}, {mode}, scale={self.scale!r}, blocks={len(self.blocks)}, "
-            f"n_nodes={self.n_nodes}, device={self.device})"
+            f"NeuronNetwork({self.family}, {mode}{null}, scale={self.scale!r}, blocks={len(self.blocks)}, "
+            f"depths={len(self.depth_names)}, n_nodes={self.n_nodes}, device={self.device})"
         )
 
     # ------------------------------------------------------------------------------ structure
@@ -118,82 +137,88 @@ class NeuronNetwork:
         return sum(b.n_nodes for b in self.blocks)
 
     @property
+    def n_depths(self) -> int:
+        return len(self.depth_names)
+
+    @property
     def n_edges(self) -> int:
         """Number of edges: out-edge slots whose weight is not exactly 0."""
         self.synchronize()
         return sum(int(count_nonzero(w)) for b in self.blocks for w in b.weights)
 
     @property
-    def node_layer(self) -> np.ndarray:
-        """Layer index of every node (int64)."""
-        return np.repeat(np.array([b.layer for b in self.blocks], dtype=np.int64), [b.n_nodes for b in self.blocks])
+    def node_depth(self) -> np.ndarray:
+        """Depth index of every node (int64)."""
+        return np.repeat(np.array([b.depth for b in self.blocks], dtype=np.int64), [b.n_nodes for b in self.blocks])
 
     @property
     def node_matrix(self) -> np.ndarray:
-        """Block (parameter) name of every node."""
+        """Node-set name of every node."""
         return np.repeat(np.array([b.name for b in self.blocks]), [b.n_nodes for b in self.blocks])
 
     @property
     def node_index(self) -> np.ndarray:
-        """Input-neuron index of every node within its matrix (int64)."""
+        """Input-neuron index of every node within its node set (int64)."""
         return np.concatenate([b.columns for b in self.blocks]).astype(np.int64, copy=False)
 
-    # ------------------------------------------------------------------------------ streaming
-    def _chunk(self) -> int:
-        if self.device.type == "cuda" or not self.full:
-            return CUDA_CHUNK  # sampled networks are small: one engine call each
-        return CHUNK  # full networks stream in small pieces: bounded memory
+    # ------------------------------------------------------------------------------ null model
+    def null(self, permutation: int) -> NeuronNetwork:
+        """The permutation null: every operator's weights shuffled among its own entries (seeded).
 
-    def _pieces(self) -> Iterator[Any]:
-        """``|w| * scale`` in float64, node-major ``(k nodes, n_out)``, chunk by chunk of columns.
-
-        NumPy arrays for weights on CPU (no thread-pool overhead on small pieces), tensors otherwise.
-        """
-        self.synchronize()
-        budget = self._chunk()
-        for b in self.blocks:
-            step = max(1, budget // max(b.n_out, 1))
-            for j0 in range(0, b.n_nodes, step):
-                yield abs_scaled_columns(b.weights, b.scales, j0, min(b.n_nodes, j0 + step))
-
-    @torch.no_grad()
-    def partition(
-        self,
-        q: Any = None,
-        threshold: float = 150.0,
-        decimals: int = 0,
-        min_neighbours: int = 10,
-        backend: str = "auto",
-    ) -> PartitionSums:
-        """Partition sums of the whole network, streamed in bounded memory (see :mod:`.spectrum`).
-
-        Args:
-            q, threshold, decimals, min_neighbours: as for
-                :func:`~neuromfa_callback.functional.spectrum.multifractal_spectrum`.
-            backend: ``"auto"`` (weights on CPU: ``"numpy"``; on CUDA: the engine's CUDA choice),
-                ``"numpy"``, ``"torch"`` or ``"cupy"``.
-
-        Returns:
-            :class:`PartitionSums`, equal to the partition sums of :attr:`indptr`/:attr:`distances`.
+        Each operator keeps its exact multiset of weights and every node its number of out-edge
+        slots; only which neuron holds which weight is destroyed. The arrangement depends only on the
+        multiset (:func:`~neuromfa_callback.functional._weights.null_matrix`), the sample seed and
+        ``permutation``, so the null is reproducible and invariant to reordering the nodes. Sampled
+        networks are permuted now (small copies); full networks when streamed (one operator at a time).
 
         Example:
             >>> import torch
             >>> from neuromfa_callback import build_network
-            >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
-            <torch._C.Generator object at ...>
-            >>> mlp = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.Linear(64, 64))
-            >>> net = build_network(mlp, neurons_per_layer=32, seed=0)
-            >>> part = net.partition(min_neighbours=2)
-            >>> part.n_nodes <= net.n_nodes == 64
-            True
+            >>> _ = torch.manual_seed(0)
+            >>> net = build_network(torch.nn.Sequential(torch.nn.Linear(64, 64)), neurons_per_layer=32)
+            >>> a, b = net.null(0), net.null(0)
+            >>> bool(torch.equal(a.blocks[0].weights[0], b.blocks[0].weights[0])), a.permutation
+            (True, 0)
         """
-        q, grid, min_neighbours = _validated_params(q, threshold, decimals, min_neighbours, backend)
+        if self.permutation is not None:
+            raise ValueError(f"Expected a real network, got the null #{self.permutation} of one")
+        if self.full:
+            return self._like(self.blocks, permutation=int(permutation))
+        self.synchronize()
+        blocks = tuple(
+            replace(b, weights=tuple(null_matrix(w, null_seed(self.seed, permutation, i, k)) for k, w in enumerate(b.weights)))
+            for i, b in enumerate(self.blocks)
+        )
+        return self._like(blocks, permutation=int(permutation))
+
+    # ------------------------------------------------------------------------------ streaming
+    def _chunk(self) -> int:
+        if self.device.type == "cuda" or not self.full:
+            return CUDA_CHUNK  # sampled networks are small: one engine call per depth
+        return CHUNK  # full networks stream in small pieces: bounded memory
+
+    def _block_pieces(self, i: int, b: MatrixBlock) -> Iterator[Any]:
+        weights = b.weights
+        if self.full and self.permutation is not None:  # the null of a full network, one operator at a time
+            weights = tuple(null_matrix(move(w, w.device, False, False), null_seed(self.seed, self.permutation, i, k))
+                            for k, w in enumerate(b.weights))
+        step = max(1, self._chunk() // max(b.n_out, 1))
+        for j0 in range(0, b.n_nodes, step):
+            yield abs_scaled_columns(weights, b.scales, j0, min(b.n_nodes, j0 + step))
+
+    def _pieces(self, depth: int | None = None) -> Iterator[Any]:
+        """``|w| * scale`` in float64, node-major ``(k nodes, n_out)``, chunk by chunk of columns."""
+        self.synchronize()
+        for i, b in enumerate(self.blocks):
+            if depth is None or b.depth == depth:
+                yield from self._block_pieces(i, b)
+
+    def _stream(self, pieces: Iterator[Any], q: np.ndarray, grid: Any, min_neighbours: int, backend: str) -> PartitionSums:
         from neuromfa_callback.backends import compute_partition
 
         total = PartitionSums.empty(q, grid, min_neighbours, backend=backend)
         pending: list[Any] = []
         size = 0
-        pieces = self._pieces()
         while True:
             piece = next(pieces, None)
             if piece is not None:
@@ -209,12 +234,47 @@ class NeuronNetwork:
                         indptr, dist = torch.from_numpy(indptr), torch.from_numpy(dist)
                 elif backend == "numpy":
                     indptr, dist = indptr.cpu().numpy(), dist.cpu().numpy()
-                part = compute_partition(indptr, dist, q=q, grid=grid, min_neighbours=min_neighbours, backend=name)
-                total = total + part
+                total = total + compute_partition(indptr, dist, q=q, grid=grid, min_neighbours=min_neighbours, backend=name)
                 pending, size = [], 0
             if piece is None:
-                break
-        return total
+                return total
+
+    @torch.no_grad()
+    def partition_by_depth(
+        self, q: Any = None, threshold: float = 150.0, decimals: int = 0, min_neighbours: int = 10, backend: str = "auto"
+    ) -> tuple[PartitionSums, ...]:
+        """Partition sums of the nodes of each depth (one entry per :attr:`depth_names`); they add up to
+        :meth:`partition` exactly, since partition sums are sums over nodes."""
+        q, grid, min_neighbours = _validated_params(q, threshold, decimals, min_neighbours, backend)
+        return tuple(self._stream(self._pieces(d), q, grid, min_neighbours, backend) for d in range(self.n_depths))
+
+    @torch.no_grad()
+    def partition(
+        self, q: Any = None, threshold: float = 150.0, decimals: int = 0, min_neighbours: int = 10, backend: str = "auto"
+    ) -> PartitionSums:
+        """Partition sums of the whole network, streamed in bounded memory (see :mod:`.spectrum`).
+
+        Args:
+            q, threshold, decimals, min_neighbours: as for
+                :func:`~neuromfa_callback.functional.spectrum.multifractal_spectrum`.
+            backend: ``"auto"`` (weights on CPU: ``"numpy"``; on CUDA: the engine's CUDA choice),
+                ``"numpy"``, ``"torch"`` or ``"cupy"``.
+
+        Returns:
+            :class:`PartitionSums`, equal to the partition sums of :attr:`indptr`/:attr:`distances`.
+
+        Example:
+            >>> import torch
+            >>> from neuromfa_callback import build_network
+            >>> _ = torch.manual_seed(0)
+            >>> mlp = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.Linear(64, 64))
+            >>> net = build_network(mlp, neurons_per_layer=32, seed=0)
+            >>> part = net.partition(min_neighbours=2)
+            >>> part.n_nodes <= net.n_nodes == 64
+            True
+        """
+        q, grid, min_neighbours = _validated_params(q, threshold, decimals, min_neighbours, backend)
+        return self._stream(self._pieces(), q, grid, min_neighbours, backend)
 
     def spectrum(self, **kwargs: Any) -> Spectrum:
         """``self.partition(**kwargs).spectrum()``."""
@@ -251,10 +311,11 @@ class NeuronNetwork:
     def to(self, device: Any, non_blocking: bool = False, copy: bool = False) -> NeuronNetwork:
         """The network with its weights on ``device`` (a new object; ``self`` is unchanged).
 
-        From CUDA to CPU with ``non_blocking=True`` the copies go into pinned memory and a CUDA event
-        is recorded; the new network waits on it before it reads its weights (:meth:`synchronize`),
-        so the training thread can hand it to a worker thread at once. ``copy=True`` copies even on
-        the same device (a snapshot of full-mode weights).
+        From CUDA to CPU with ``non_blocking=True`` the copies go into pinned memory, and a CUDA event
+        is recorded on the current stream of EACH source device (a model split over several GPUs
+        copies from each); the new network waits on all of them before it reads its weights
+        (:meth:`synchronize`), so the training thread can hand it to a worker thread at once.
+        ``copy=True`` copies even on the same device (a snapshot of full-mode weights).
 
         Example:
             >>> import torch
@@ -266,30 +327,33 @@ class NeuronNetwork:
             (True, 'cpu')
         """
         device = torch.device(device)
+        self.synchronize()
         with torch.no_grad():
             blocks = tuple(
                 replace(b, weights=tuple(move(w, device, non_blocking, copy) for w in b.weights)) for b in self.blocks
             )
-        ready = None
-        if non_blocking and any(w.is_cuda for b in self.blocks for w in b.weights):
-            ready = torch.cuda.Event()
-            ready.record()
-        return NeuronNetwork(
-            blocks,
-            family=self.family,
-            full=self.full,
-            seed=self.seed,
-            neurons_per_layer=self.neurons_per_layer,
-            scale=self.scale,
-            ready=ready,
-        )
+        ready = ()
+        if non_blocking:
+            ready = tuple(record_copy_events({w.device for b in self.blocks for w in b.weights}))
+        return self._like(blocks, ready=ready)
 
     def synchronize(self) -> None:
-        """Wait for a pending non-blocking copy (no-op otherwise)."""
-        if self._ready is not None:
-            self._ready.synchronize()
-            self._ready = None
+        """Wait for pending non-blocking copies (no-op otherwise)."""
+        for event in self._ready:
+            event.synchronize()
+        self._ready = ()
 
+
+def record_copy_events(devices: Any) -> list[Any]:
+    """One CUDA event per CUDA device in ``devices``, recorded on that device's current stream (where
+    the non-blocking copies from it were queued). Waiting on all of them makes every copy complete."""
+    events = []
+    for dev in sorted({d for d in devices if d.type == "cuda"}, key=str):
+        stream = torch.cuda.current_stream(dev)
+        event = torch.cuda.Event()
+        event.record(stream)
+        events.append(event)
+    return events
 
 
 def _to_numpy(x: Any) -> np.ndarray:

@@ -1,7 +1,9 @@
-"""Tensor helpers for :mod:`neuromfa_callback.functional.network`: chunked checks, RMS, CSR pieces, copies.
+"""Tensor helpers for :mod:`neuromfa_callback.functional.network`: chunked checks, RMS, CSR pieces, copies, nulls.
 
 Every helper walks a matrix column chunk by column chunk (``CHUNK`` float64 elements at a time), so a
-whole weight matrix is never converted to float64 or to a boolean mask at once.
+whole weight matrix is never converted to float64 or to a boolean mask at once. A "matrix" here is a
+``rows x n_in`` tensor (a sampled submatrix) or an :class:`~neuromfa_callback.architectures.Operator`
+(read through ``columns(j0, j1)``).
 """
 
 from __future__ import annotations
@@ -12,27 +14,61 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["CHUNK", "CUDA_CHUNK", "abs_scaled_columns", "check_finite", "count_nonzero", "csr_of", "gather", "matrix_rms", "move"]
+from neuromfa_callback.architectures.operators import Operator
+
+__all__ = [
+    "CHUNK",
+    "CUDA_CHUNK",
+    "abs_scaled_columns",
+    "check_finite",
+    "columns",
+    "count_nonzero",
+    "csr_of",
+    "matrix_rms",
+    "move",
+    "null_matrix",
+    "shape_of",
+]
 
 CHUNK = 1 << 15  # float64 elements per streamed piece on CPU (256 KiB): extra peak memory ~ 11-22 MiB on Pythia-410m (benchmarks/bench_memory.py)
 CUDA_CHUNK = 1 << 24  # on CUDA: large pieces amortise kernel launches (128 MiB of float64 temporaries)
 
 
-def move(w: torch.Tensor, device: torch.device, non_blocking: bool, copy: bool) -> torch.Tensor:
-    """``w`` on ``device``; CUDA -> CPU with ``non_blocking`` goes through pinned memory (caller syncs)."""
+def shape_of(w: Any) -> tuple[int, int]:
+    """``(rows, n_in)`` of a tensor or an operator."""
+    if isinstance(w, Operator):
+        return w.n_rows, w.n_in
+    return int(w.shape[0]), int(w.shape[1])
+
+
+def columns(w: Any, j0: int, j1: int) -> torch.Tensor:
+    """Columns ``j0..j1-1`` of a tensor or an operator, ``rows x (j1 - j0)``."""
+    return w.columns(j0, j1) if isinstance(w, Operator) else w[:, j0:j1]
+
+
+def _steps(w: Any) -> range:
+    rows, n_in = shape_of(w)
+    step = max(1, CHUNK // max(rows, 1))
+    return range(0, n_in, step)
+
+
+def move(w: Any, device: torch.device, non_blocking: bool, copy: bool) -> torch.Tensor:
+    """``w`` on ``device`` (an operator is materialised); CUDA -> CPU with ``non_blocking`` goes through pinned memory."""
+    if isinstance(w, Operator):
+        w, copy = w.columns(0, w.n_in), True
     if device.type == "cpu" and w.is_cuda and non_blocking:
         out = torch.empty(w.shape, dtype=w.dtype, pin_memory=True)
         return out.copy_(w, non_blocking=True)
     return w.to(device, non_blocking=non_blocking, copy=copy)
 
 
-def count_nonzero(w: torch.Tensor) -> int:
+def count_nonzero(w: Any) -> int:
     """Number of entries of ``w`` that are not exactly 0."""
-    step = max(1, CHUNK // max(int(w.shape[0]), 1))
-    return sum(int(torch.count_nonzero(w[:, j : j + step])) for j in range(0, int(w.shape[1]), step))
+    n_in, steps = shape_of(w)[1], _steps(w)
+    return sum(int(torch.count_nonzero(columns(w, j, min(n_in, j + steps.step)))) for j in steps)
 
 
-def abs_scaled_columns(weights: tuple[torch.Tensor, ...], scales: tuple[float, ...], j0: int, j1: int) -> Any:
+def abs_scaled_columns(weights: tuple[Any, ...], scales: tuple[float, ...], j0: int, j1: int) -> Any:
     """``|w[:, j0:j1]| * scale`` of every matrix, stacked, float64, node-major ``(j1 - j0, rows)``.
 
     NumPy on CPU (zero-copy view of the weights, one float64 temporary per chunk), torch elsewhere.
@@ -40,7 +76,7 @@ def abs_scaled_columns(weights: tuple[torch.Tensor, ...], scales: tuple[float, .
     """
     parts = []
     for w, s in zip(weights, scales):
-        chunk = w[:, j0:j1]
+        chunk = columns(w, j0, j1)
         if chunk.device.type == "cpu":
             if chunk.dtype not in (torch.float16, torch.float32, torch.float64):
                 chunk = chunk.float()  # bfloat16 & co: exact in float32, one chunk at a time
@@ -86,48 +122,56 @@ def csr_of(pieces: list[Any], drop_zeros: bool) -> tuple[Any, Any]:
     return indptr, dist
 
 
-_NUMPY_DTYPES = (torch.float16, torch.float32, torch.float64)
+def check_finite(t: torch.Tensor, name: str) -> None:
+    """Raise ``ValueError`` naming parameter ``name`` (and the position) if tensor ``t`` holds NaN or inf.
 
-
-def gather(w: torch.Tensor, rows: np.ndarray, cols: np.ndarray) -> torch.Tensor:
-    """``w[rows][:, cols]`` as a new tensor, reading only those entries (NumPy fancy indexing on CPU)."""
-    if w.device.type == "cpu" and w.dtype in _NUMPY_DTYPES:
-        return torch.from_numpy(w.numpy()[np.ix_(rows, cols)])
-    r = torch.as_tensor(rows, dtype=torch.int64, device=w.device)
-    c = torch.as_tensor(cols, dtype=torch.int64, device=w.device)
-    return w[r[:, None], c]
-
-
-def check_finite(w: torch.Tensor, name: str, rows: Any = None, cols: Any = None) -> None:
-    """Raise ``ValueError`` naming parameter ``name`` if ``w`` holds NaN or inf.
-
-    ``rows``/``cols``: the rows and columns of the whole parameter that ``w`` holds (sampled mode),
-    so the message gives the position in the parameter.
+    One reduction when the tensor is finite (no temporary); an exact chunked scan otherwise.
     """
-    if w.device.type == "cpu" and w.dtype in _NUMPY_DTYPES and w.numel() <= CHUNK and np.isfinite(w.numpy()).all():
-        return  # fast path for small CPU matrices (sampled blocks)
-    if w.numel() and bool(torch.isfinite(w.sum())):
-        return  # one reduction, no temporary: a NaN or inf makes the sum non-finite (an overflow falls through to the exact scan)
-    step = max(1, CHUNK // max(int(w.shape[0]), 1))
-    for j in range(0, int(w.shape[1]), step):
-        chunk = w[:, j : j + step]
-        bad = ~torch.isfinite(chunk)
+    if t.numel() == 0 or bool(torch.isfinite(t.sum())):
+        return  # a NaN or inf makes the sum non-finite (an overflow falls through to the exact scan)
+    flat = t.reshape(-1)
+    for i in range(0, flat.numel(), CHUNK):
+        bad = ~torch.isfinite(flat[i : i + CHUNK])
         if bool(bad.any()):
-            r, c = (int(x) for x in torch.nonzero(bad)[0])
-            value = chunk[r, c].item()
-            r, c = (r if rows is None else int(rows[r])), (j + c if cols is None else int(cols[j + c]))
-            raise ValueError(f"Expected finite weights in `{name}`, got {value} at (out, in) = ({r}, {c})")
+            k = i + int(torch.nonzero(bad)[0])
+            pos = tuple(int(x) for x in np.unravel_index(k, tuple(t.shape)))
+            where = f"(out, in) = {pos}" if t.ndim == 2 else f"index {pos}"
+            raise ValueError(f"Expected finite weights in `{name}`, got {flat[k].item()} at {where}")
 
 
-def matrix_rms(w: torch.Tensor, name: str) -> float:
-    """RMS of the whole matrix, accumulated in float64 column chunk by column chunk."""
-    step = max(1, CHUNK // max(int(w.shape[0]), 1))
-    total = torch.zeros((), dtype=torch.float64, device=w.device)
-    for j in range(0, int(w.shape[1]), step):
-        total += w[:, j : j + step].to(torch.float64).square().sum()
-    mean_square = float(total) / max(w.numel(), 1)
+def matrix_rms(w: Any, name: str) -> float:
+    """RMS of the whole matrix (an operator: its effective weights), accumulated in float64 column chunk by chunk.
+
+    Raises:
+        ValueError: a non-finite value, or only zeros (cannot be rescaled).
+    """
+    (rows, n_in), steps = shape_of(w), _steps(w)
+    total = None
+    for j in steps:
+        part = columns(w, j, min(n_in, j + steps.step)).to(torch.float64).square().sum()
+        total = part if total is None else total + part  # stays on the device: one sync at the end
+    mean_square = (float(total) if total is not None else 0.0) / max(rows * n_in, 1)
     if not math.isfinite(mean_square):
-        check_finite(w, name)
+        raise ValueError(f"Expected finite weights in `{name}`, got a non-finite mean square")
     if mean_square == 0.0:
         raise ValueError(f"Cannot rescale `{name}` to a given RMS (scale='rms'): all its weights are 0")
     return math.sqrt(mean_square)
+
+
+def null_matrix(w: torch.Tensor, seed: int) -> torch.Tensor:
+    """``w``'s entries in a seeded random arrangement: the permutation null of one operator.
+
+    The entries are sorted first, so the result depends only on the multiset of values and the shape
+    (hence it is invariant to any reordering of ``w``'s rows, columns or entries), then placed by
+    ``torch.randperm`` with a generator seeded with ``seed`` (on ``w``'s device).
+
+    Example:
+        >>> w = torch.arange(6.0).reshape(2, 3)
+        >>> a, b = null_matrix(w, 7), null_matrix(w.flip(0).flip(1), 7)
+        >>> bool(torch.equal(a, b)), sorted(a.reshape(-1).tolist()) == w.reshape(-1).tolist()
+        (True, True)
+    """
+    flat = w.reshape(-1).sort().values
+    gen = torch.Generator(device=w.device).manual_seed(int(seed))
+    perm = torch.randperm(flat.numel(), generator=gen, device=w.device)
+    return flat[perm].reshape(w.shape)

@@ -1,14 +1,16 @@
 r"""Model weights -> :class:`NeuronNetwork`: the neuron interaction network of NEUROMFA.md section 1.
 
-Every input neuron of a matrix group (see :mod:`neuromfa_callback.architectures`) is a node; its
-out-edges are the group's column for that neuron, with length ``d = 1/|w|`` computed in float64 from
-the stored value (the reference's convention: float64 reciprocal of the float32 weight; checked bit
-for bit against ``golden/gptneox_tiny_init``). A weight of exactly 0 is no edge.
+Every input neuron of a node set (see :mod:`neuromfa_callback.architectures`) is a node; its
+out-edges are the node set's column for that neuron over all its operators, with length
+``d = 1/|w|`` computed in float64 from the stored value (the reference's convention: float64
+reciprocal of the float32 weight; checked bit for bit against ``golden/gptneox_tiny_init``). A weight
+of exactly 0 is no edge.
 
 Sampled mode holds the sampled submatrices themselves (small copies: they ARE the snapshot); full
-mode holds views of the whole parameters (no copy; take a snapshot with ``.to(device, copy=True)``).
-The partition sums stream group by group and column chunk by column chunk on the weights' device,
-so no full matrix is ever converted to float64 at once and no per-edge Python object exists.
+mode holds the operators (reading the live parameters; take a snapshot with
+``.to(device, copy=True)``). The partition sums stream node set by node set and column chunk by
+column chunk on the weights' device, so no full matrix is ever converted to float64 at once and no
+per-edge Python object exists.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import torch
 
 from neuromfa_callback._checks import check_choice, check_int, check_real
 from neuromfa_callback.functional._neuron_network import MatrixBlock, NeuronNetwork
-from neuromfa_callback.functional._weights import check_finite, gather, matrix_rms
+from neuromfa_callback.functional._weights import check_finite, matrix_rms
 
 if TYPE_CHECKING:
     from neuromfa_callback.architectures import Layout
@@ -40,25 +42,30 @@ _SCALES = (None, "rms")
 
 
 def layout_rms(layout: Layout) -> dict[str, float]:
-    """RMS of every analysed matrix (whole matrix, float64), keyed by parameter name.
+    """RMS of every operator (whole matrix, effective weights, float64), keyed by operator name.
 
     Raises:
         ValueError: a matrix holds a non-finite value or only zeros (the message names it).
     """
+    layout_check_finite(layout)
     with torch.no_grad():
-        return {n: matrix_rms(w, n) for g in layout.groups for n, w in zip(g.names, g.weights)}
+        return {op.name: matrix_rms(op, op.name) for op in layout.operators}
 
 
 def layout_check_finite(layout: Layout) -> None:
-    """Raise ``ValueError`` naming the parameter if any analysed matrix holds NaN or inf anywhere.
+    """Raise ``ValueError`` naming the parameter if any analysed parameter holds NaN or inf anywhere.
 
-    A non-finite weight anywhere means the run has diverged, so sampled mode checks whole matrices
-    too (a chunked reduction: nothing is copied).
+    A non-finite weight anywhere means the run has diverged, so sampled mode checks whole
+    parameters too (one reduction each, nothing copied); a parameter shared by several operators
+    (MoE experts) is checked once.
     """
+    seen: set[int] = set()
     with torch.no_grad():
-        for g in layout.groups:
-            for name, w in zip(g.names, g.weights):
-                check_finite(w, name)
+        for op in layout.operators:
+            for name, t in op.tensors():
+                if id(t) not in seen:
+                    seen.add(id(t))
+                    check_finite(t.detach(), name)
 
 
 def network_from_layout(
@@ -75,7 +82,7 @@ def network_from_layout(
     """Build the network of an already resolved layout (arguments validated by :func:`build_network`).
 
     ``rms``: precomputed :func:`layout_rms` for ``scale="rms"`` (saves a pass over the weights per
-    sample when the weights have not changed).
+    sample when the weights have not changed). ``checked``: the finiteness check already ran.
     """
     if scale == "rms" and rms is None:
         rms = layout_rms(layout)  # also checks every matrix is finite
@@ -84,29 +91,26 @@ def network_from_layout(
     sels = None if full else layout.sample(neurons_per_layer, np.random.RandomState(seed))
     blocks = []
     with torch.no_grad():
-        for i, g in enumerate(layout.groups):
-            rows_of = [None] * len(g.weights) if sels is None else sels[i].rows
+        for i, ns in enumerate(layout.node_sets):
+            rows_of = [None] * len(ns.operators) if sels is None else list(sels[i].rows)
             weights, scales = [], []
-            for name, w, rows in zip(g.names, g.weights, rows_of):
-                s = scale_rms / rms[name] if rms is not None and scale == "rms" else 1.0
-                if rows is not None:
-                    w = gather(w, rows, sels[i].cols)  # reads only the sampled entries
-                weights.append(w)
-                scales.append(float(s))
+            for op, rows in zip(ns.operators, rows_of):
+                weights.append(op if sels is None else op.gather(rows, sels[i].cols))  # reads only the sampled entries
+                scales.append(float(scale_rms / rms[op.name]) if scale == "rms" else 1.0)
             blocks.append(
                 MatrixBlock(
-                    name=g.name,
-                    names=g.names,
-                    layer=g.layer,
-                    role=g.role,
+                    name=ns.name,
+                    names=ns.names,
+                    depth=ns.depth,
                     weights=tuple(weights),
-                    columns=np.arange(g.n_in, dtype=np.int64) if sels is None else np.asarray(sels[i].cols),
+                    columns=np.arange(ns.n_in, dtype=np.int64) if sels is None else np.asarray(sels[i].cols),
                     rows=tuple(rows_of),
                     scales=tuple(scales),
                 )
             )
     return NeuronNetwork(
         tuple(blocks),
+        depth_names=layout.depth_names,
         family=layout.family,
         full=full,
         seed=None if full else seed,
@@ -135,31 +139,38 @@ def build_network(
     scale: str | None = None,
     scale_rms: float = 0.02,
     architecture: str = "auto",
+    module: Any = None,
+    example_input: Any = None,
 ) -> NeuronNetwork:
-    """The neuron interaction network of ``model``, sampled as the authors' reference samples it.
+    """The neuron interaction network of ``model``: sampled (as the reference samples it) or full.
 
     Args:
-        model: a supported model, possibly wrapped (see :mod:`neuromfa_callback.architectures`).
-        neurons_per_layer: ``S``, neurons sampled per layer (``2S`` in MLP intermediates); >= 1 and
-            at most the smallest layer it samples from. No effect with ``full=True``.
+        model: any ``nn.Module`` holding weight operators, possibly wrapped (see
+            :func:`~neuromfa_callback.architectures.resolve`).
+        neurons_per_layer: ``S``: per node set ``min(S, n_in)`` input neurons and per operator
+            ``min(S, rows)`` rows (the ``gpt_neox`` preset: the reference's S, 3S and 2S). >= 1.
+            No effect with ``full=True``.
         seed: seeds ``numpy.random.RandomState``; seed ``k`` draws the reference's indices for
             ``numpy.random.seed(k)`` on GPT-NeoX. No effect with ``full=True``.
-        full: every input neuron of every analysed matrix is a node, with all its out-edges.
+        full: every input neuron of every node set is a node, with all its out-edges.
         scale: ``None`` (raw weights) or ``"rms"``: each matrix multiplied by ``scale_rms / RMS``
             (RMS of the WHOLE matrix) before ``1/|w|``, the scale-normalised control of
             NEUROMFA.md section 5.
-        scale_rms: target RMS for ``scale="rms"`` (> 0; default 0.02, a common init std).
-        architecture: ``"auto"`` or a family name (``"gpt_neox"``, ``"gpt2"``, ``"llama"``, ``"bert"``, ``"mlp"``).
+        scale_rms: target RMS for ``scale="rms"`` (> 0; default 0.02, Pythia's init std).
+        architecture: ``"auto"``, ``"generic"`` or ``"gpt_neox"``.
+        module: analyse only this part of ``model`` (attribute path or callable).
+        example_input: an input whose forward pass reveals the node sets (default: Hugging Face
+            ``dummy_inputs`` or a guess from the first layer).
 
     Returns:
         :class:`NeuronNetwork`. Sampled mode copies only the sampled entries of each weight (the
         whole matrices are only reduced: the finiteness check, and the RMS for ``scale="rms"``);
-        full mode holds views.
+        full mode reads the live parameters.
 
     Raises:
-        ValueError: unsupported model (the message lists what was found), ``neurons_per_layer``
-            out of range, a non-finite weight anywhere in an analysed matrix (the message names
-            the parameter and the position), or bad arguments (named with their value).
+        ValueError: no weight operator (the message says what was found), a non-finite weight
+            anywhere in an analysed matrix (the message names the parameter and the position), or
+            bad arguments (named with their value).
 
     Example:
         >>> import torch
@@ -176,7 +187,7 @@ def build_network(
         neurons_per_layer, seed, full, scale, scale_rms
     )
     return network_from_layout(
-        resolve(model, architecture),
+        resolve(model, architecture, module=module, example_input=example_input),
         neurons_per_layer=neurons_per_layer,
         seed=seed,
         full=full,

@@ -144,6 +144,6 @@ def check_full_mode(model: torch.nn.Module, expected_names: list[str]) -> None:
     zeros = sum(int((view(model, n) == 0).sum()) for n in expected_names)
     assert zeros >= 7 * len(expected_names)
     assert net.n_edges == total - zeros == net.distances.size
-    assert net.n_nodes == sum(b.weights[0].shape[1] for b in net.blocks) == net.indptr.size - 1
+    assert net.n_nodes == sum(b.n_nodes for b in net.blocks) == net.indptr.size - 1
     assert_csr_matches_oracle(model, net)
     assert_partition_matches_csr(net)
