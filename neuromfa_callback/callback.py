@@ -7,16 +7,15 @@ logging in :mod:`neuromfa_callback.loggers`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import lightning.pytorch as pl
-import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from neuromfa_callback._checks import check_int, check_positive_int
+from neuromfa_callback._dist import distributed
 from neuromfa_callback._sharded import gathered_parameters
 from neuromfa_callback.loggers import RecordLogger
 from neuromfa_callback.monitor import SnapshotMonitor
@@ -34,116 +33,84 @@ _REFUSED = {
 class NeuroMFACallback(Callback):
     r"""Log the multifractal spectrum and the degree of emergence while the model trains.
 
-    A snapshot is taken at train start (the baseline for E, normally the initialisation) and every
-    ``every_n_train_steps`` optimizer steps (gradient accumulation does not fire twice; sanity
-    checks and ``fast_dev_run`` are skipped). Every logger in ``trainer.loggers`` receives
-    ``neuromfa/alpha0``, ``neuromfa/width``, ``neuromfa/emergence``, their ``_std`` across samples,
-    the scale-controlled ``neuromfa/*_rms`` values (``scale_control``), the weighted-degree
-    baseline, the ill-formed-spectrum count and the error count, at the step the weights were
-    snapshotted. W&B also gets an incremental spectrum table, an f(alpha) chart and images;
-    TensorBoard gets the figures.
+    Snapshots: the baseline for E is taken just before the first optimizer step (the initial weights;
+    the first training step's forward pass, observed with hooks that are then removed, shows which
+    layers read the same neurons), then whenever ``every_n_train_steps`` optimizer steps have passed
+    since the last snapshot, and once more for the final weights at the end of training. Gradient
+    accumulation does not fire twice; sanity checks and ``fast_dev_run`` are skipped. A new ``fit``
+    starts a new baseline and history; a fit resumed from a checkpoint continues both.
+
+    Every logger in ``trainer.loggers`` receives ``neuromfa/alpha0``, ``neuromfa/width``,
+    ``neuromfa/emergence``, their ``_std`` across samples, the scale-controlled ``neuromfa/*_rms``
+    values, the weighted-degree baseline, the null-model values (``null > 0``), the ill-formed count and
+    the error count, at the step the weights were snapshotted. W&B also gets incremental tables (the
+    spectrum; per depth), an f(alpha) chart and images (spectra, trends, alpha(q) by step, alpha0 and E
+    by depth); TensorBoard gets the figures.
 
     Args:
         every_n_train_steps: snapshot interval in optimizer steps (>= 1).
-        samples: sampled networks per snapshot (seeds ``0..samples-1``, the same neurons each time).
-        neurons_per_layer: neurons sampled per layer (the reference uses 32).
-        full: analyse every neuron (no sampling; computed synchronously on the weights' device).
-        backend: ``"auto"``, ``"numpy"``, ``"torch"`` or ``"cupy"``.
-        scale_control: also compute the scale-controlled spectrum (each matrix at RMS 0.02).
-        history_path: append every finished snapshot to this JSON-lines file, flushed at once.
-        asynchronous: analyse on a worker thread; the training thread only copies sampled weights.
-        q, threshold, decimals, min_neighbours: engine parameters (see ``multifractal_spectrum``).
-        on_error: ``"warn"`` (log NaN, count, warn once with the traceback, train on) or
-            ``"raise"`` (stop training with the error at the next hook).
-        figure_every_n_snapshots: log figures every this many snapshots (and at the end); 0 = only at the end.
-        module: which part of the LightningModule to analyse: an attribute name or a callable
-            ``pl_module -> nn.Module``; default: search the LightningModule for a supported model.
-        log_tables: log the W&B spectrum table.
+        figure_every_n_snapshots: log figures every this many snapshots (and at the end); 0: only at the end.
+        log_tables: log the W&B tables.
+        log_per_depth: also log one scalar per depth (``neuromfa/depth/<name>/alpha0``, ...).
         prefix: metric-name prefix.
+        **kwargs: the snapshot options of :class:`~neuromfa_callback.monitor.SnapshotMonitor`
+            (``scale_control=True``, ``history_path=None``, ``asynchronous=True``, ``on_error="warn"``,
+            ``history_window=512``) and the analysis options of
+            :class:`~neuromfa_callback.NeuroMFAOptions` (``samples=10``, ``neurons_per_layer=32``,
+            ``full=False``, ``null=0``, ``architecture="auto"``, ``module=None`` (an attribute path of
+            the LightningModule or a callable), ``backend="auto"``, ``threshold``, ...).
 
     Raises:
-        ValueError: invalid arguments (in ``__init__``).
-        MisconfigurationException: in ``setup``: a model with no supported layers, no logger and no
-            ``history_path``, or a sharded strategy whose weights it cannot gather (``FSDPStrategy``,
-            ``DeepSpeedStrategy``, ``XLAFSDPStrategy``). ``ModelParallelStrategy`` (FSDP2 ``fully_shard``
-            and/or tensor parallelism: ``DTensor`` parameters) is supported: at each snapshot every rank
-            all-gathers the full parameters (one full copy of the model per rank while the sampled
-            weights are copied).
+        ValueError, TypeError: invalid arguments (in ``__init__``).
+        MisconfigurationException: in ``setup``: a model without weight operators, no logger and no
+            ``history_path``, a backend that cannot run, or a sharded strategy whose weights it cannot
+            gather (``FSDPStrategy``, ``DeepSpeedStrategy``, ``XLAFSDPStrategy``). ``ModelParallelStrategy``
+            (FSDP2 ``fully_shard`` and/or tensor parallelism) is supported: at each snapshot every rank
+            all-gathers the full parameters.
 
     Example:
-        >>> import lightning.pytorch as pl
         >>> from neuromfa_callback import NeuroMFACallback
-        >>> cb = NeuroMFACallback(every_n_train_steps=50, samples=4, history_path=None)
-        >>> cb.every_n_train_steps, cb.monitor.scale_control
-        (50, True)
+        >>> cb = NeuroMFACallback(every_n_train_steps=50, samples=4, module="model")
+        >>> cb.every_n_train_steps, cb.monitor.scale_control, cb.monitor.options.samples, cb.state_key
+        (50, True, 4, "NeuroMFACallback{'module': 'model', 'prefix': 'neuromfa/'}")
     """
 
     def __init__(
         self,
         every_n_train_steps: int = 100,
-        samples: int = 10,
-        neurons_per_layer: int = 32,
-        full: bool = False,
-        backend: str = "auto",
-        scale_control: bool = True,
-        history_path: Any = None,
-        asynchronous: bool = True,
         *,
-        q: Any = None,
-        threshold: float = 150.0,
-        decimals: int = 0,
-        min_neighbours: int = 10,
-        on_error: str = "warn",
         figure_every_n_snapshots: int = 10,
-        module: str | Callable[[pl.LightningModule], torch.nn.Module] | None = None,
         log_tables: bool = True,
+        log_per_depth: bool = False,
         prefix: str = "neuromfa/",
+        **kwargs: Any,
     ) -> None:
         self.every_n_train_steps = check_positive_int("every_n_train_steps", every_n_train_steps)
         self.figure_every_n_snapshots = check_int("figure_every_n_snapshots", figure_every_n_snapshots, minimum=0)
-        if module is not None and not (isinstance(module, str) or callable(module)):
-            raise TypeError(f"Expected `module` to be an attribute name or a callable, got {module!r}")
         if not isinstance(prefix, str):
             raise TypeError(f"Expected `prefix` to be a str, got {prefix!r}")
-        self.module = module
-        self.monitor = SnapshotMonitor(
-            samples=samples,
-            neurons_per_layer=neurons_per_layer,
-            full=full,
-            backend=backend,
-            scale_control=scale_control,
-            history_path=history_path,
-            asynchronous=asynchronous,
-            q=q,
-            threshold=threshold,
-            decimals=decimals,
-            min_neighbours=min_neighbours,
-            on_error=on_error,
-        )
-        self.record_logger = RecordLogger(prefix=prefix, log_tables=log_tables)
+        self.monitor = SnapshotMonitor(**kwargs)
+        self.record_logger = RecordLogger(prefix=prefix, log_tables=log_tables, log_per_depth=bool(log_per_depth))
+        self.prefix = prefix
         self._disabled = False
         self._check_deferred = False
+        self._discovering = False
+        self._resumed = False
         self._snapshots_since_figure = 0
 
-    # ------------------------------------------------------------------------------- helpers
-    def target(self, pl_module: pl.LightningModule) -> torch.nn.Module:
-        """The module analysed."""
-        if self.module is None:
-            return pl_module
-        if isinstance(self.module, str):
-            try:
-                return getattr(pl_module, self.module)
-            except AttributeError as err:
-                raise MisconfigurationException(
-                    f"NeuroMFACallback(module={self.module!r}): {type(pl_module).__name__} has no attribute {self.module!r}"
-                ) from err
-        return self.module(pl_module)
+    @property
+    def state_key(self) -> str:
+        """Unique per configuration, so several monitors (another ``module`` or ``prefix``) coexist in one Trainer."""
+        module = self.monitor.options.module
+        module = module if module is None or isinstance(module, str) else getattr(module, "__qualname__", repr(module))
+        return self._generate_state_key(module=module, prefix=self.prefix)
 
     @property
     def history(self) -> list[dict[str, Any]]:
-        """Every finished snapshot record so far (also after a resume)."""
+        """The finished snapshot records kept in RAM (thinned beyond ``history_window``; the file has all)."""
         return self.monitor.history
 
+    # ------------------------------------------------------------------------------- helpers
     def _log(self, trainer: pl.Trainer, records: list[dict[str, Any]], final: bool = False) -> None:
         if not records and not final:
             return
@@ -156,11 +123,12 @@ class NeuroMFACallback(Callback):
             self.record_logger.log_figures(trainer.loggers, self.monitor.history)
 
     def _snapshot(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        target = self.target(pl_module)
+        if distributed():  # finalise earlier snapshots at a point every rank reaches
+            self._log(trainer, self.monitor.drain(block=True))
         # Sharded (DTensor) parameters: every rank gathers them here (collective; every rank snapshots at the
         # same steps) and the sampled submatrices are copied before the shards are put back.
-        with gathered_parameters(target):
-            self.monitor.snapshot(target, trainer.global_step, epoch=trainer.current_epoch)
+        with gathered_parameters(pl_module):
+            self.monitor.snapshot(pl_module, trainer.global_step, epoch=trainer.current_epoch)
 
     # --------------------------------------------------------------------------------- hooks
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -179,56 +147,77 @@ class NeuroMFACallback(Callback):
                 "NeuroMFACallback has nowhere to write: the Trainer has no logger and `history_path` is None. "
                 "Pass a logger (e.g. WandbLogger, CSVLogger) or set `history_path`."
             )
+        self.monitor.close()
+        self.monitor.reset()  # a new fit: new baseline and history (a checkpoint's state is loaded after this)
+        self._snapshots_since_figure = 0
         # A model built in `configure_model` does not exist yet: check it in `on_fit_start` (still before step 1).
         self._check_deferred = is_overridden("configure_model", pl_module)
         if not self._check_deferred:
             self._check_model(pl_module)
+
+    def _check_model(self, pl_module: pl.LightningModule) -> None:
+        try:
+            with gathered_parameters(pl_module):  # collective when sharded: every rank runs this hook
+                self.monitor.check_model(pl_module)
+        except (ValueError, TypeError) as err:
+            raise MisconfigurationException(f"NeuroMFACallback cannot analyse this model: {err}") from err
+        except (ImportError, RuntimeError) as err:
+            raise MisconfigurationException(f"NeuroMFACallback(backend={self.monitor.options.backend!r}): {err}") from err
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._check_deferred:
             self._check_deferred = False
             self._check_model(pl_module)
 
-    def _check_model(self, pl_module: pl.LightningModule) -> None:
-        try:
-            target = self.target(pl_module)
-            with gathered_parameters(target):  # collective when sharded: every rank runs this hook
-                self.monitor.check_model(target)
-        except (ValueError, TypeError) as err:
-            raise MisconfigurationException(f"NeuroMFACallback cannot analyse this model: {err}") from err
-        except (ImportError, RuntimeError) as err:
-            raise MisconfigurationException(f"NeuroMFACallback(backend={self.monitor.metric_kwargs['backend']!r}): {err}") from err
-
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._disabled = bool(trainer.fast_dev_run)
         if self._disabled:
             return
-        resumed = self.monitor.resumed  # from the checkpoint state: the same on every rank
+        self._resumed = self.monitor.resumed  # from the checkpoint state: the same on every rank
         self.monitor.start_history(trainer.global_step)
-        if not resumed:
-            self._snapshot(trainer, pl_module)
-            self._log(trainer, self.monitor.drain())
+        self.monitor.begin_discovery(pl_module)  # removed after the first forward pass, before the first step
+        self._discovering = True
+        if self._resumed:
+            for _ in self.monitor.steps_to_redo(trainer.global_step):
+                self._snapshot(trainer, pl_module)  # the checkpoint's weights are that step's weights
+
+    def _end_discovery(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self._discovering:
+            return
+        self._discovering = False
+        self.monitor.end_discovery()
+        if not self._resumed:
+            self._snapshot(trainer, pl_module)  # the baseline: the weights before the first optimizer step
+            self._log(trainer, [] if distributed() else self.monitor.drain())
+
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any) -> None:
+        if not self._disabled:
+            self._end_discovery(trainer, pl_module)
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         if self._disabled:
             return
-        self._log(trainer, self.monitor.drain())
+        self._end_discovery(trainer, pl_module)  # no optimizer step seen (a custom loop): structure from this batch
+        if not distributed():
+            self._log(trainer, self.monitor.drain())
         step = trainer.global_step
-        if step > self.monitor.last_step and step % self.every_n_train_steps == 0:
-            self._log(trainer, self.monitor.drain(block=True) if _needs_collective_drain() else [])
+        if step - self.monitor.last_step >= self.every_n_train_steps:
             self._snapshot(trainer, pl_module)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._disabled:
             return
+        self._end_discovery(trainer, pl_module)
+        if trainer.global_step > self.monitor.last_step:
+            self._snapshot(trainer, pl_module)  # the final weights
         self._log(trainer, self.monitor.flush(), final=True)
         self.monitor.close()
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         try:
-            if not _needs_collective_drain():  # collectives after a failure could hang other ranks
+            if not distributed():  # collectives after a failure could hang other ranks
                 self._log(trainer, self.monitor.flush())
         except Exception as err:  # noqa: BLE001 - never mask the training exception
             import warnings
@@ -245,7 +234,3 @@ class NeuroMFACallback(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.monitor.load_state_dict(state_dict)
-
-
-def _needs_collective_drain() -> bool:
-    return torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1

@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "built as Class(**hyper_parameters) from the checkpoint")
     grp.add_argument("--config", metavar="PATH",
                      help="config.json (or its folder) for bare .safetensors files; default: the file's folder")
+    grp.add_argument("--architecture", choices=("auto", "generic", "gpt_neox"), default="auto",
+                     help="auto (default): the reference's exact sampling for GPT-NeoX, the general one otherwise")
+    grp.add_argument("--module", metavar="PATH", help="analyse only this submodule (a dotted attribute path, e.g. encoder)")
 
     an = sub.add_parser(
         "analyze",
@@ -96,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="round distances to this many decimals (default: 0)")
     opts.add_argument("--min-neighbours", type=int, default=10, metavar="K",
                       help="a node needs more than K kept distances (default: 10)")
+    opts.add_argument("--null", type=int, default=0, metavar="N",
+                      help="N permutation nulls per sample (E_null: structure beyond the weight distribution; default 0)")
     opts.add_argument("--no-scale-control", dest="scale_control", action="store_false",
                       help="skip the scale-controlled analysis (each matrix rescaled to RMS 0.02)")
     opts.add_argument("--steps", metavar="S0,S1,...",
@@ -127,6 +132,7 @@ def _validate(args: argparse.Namespace) -> None:
         ("--threshold", lambda: check_real("threshold", args.threshold, greater_than=1)),
         ("--decimals", lambda: check_int("decimals", args.decimals, minimum=0)),
         ("--min-neighbours", lambda: check_int("min_neighbours", args.min_neighbours, minimum=0)),
+        ("--null", lambda: check_int("null", args.null, minimum=0)),
     ]
     for option, check in checks:
         try:
@@ -186,40 +192,24 @@ def default_steps(paths: Sequence[str]) -> list[int]:
 
 
 # --------------------------------------------------------------------------------- analysis
-def _load(path: str, model_class: str | None, config: str | None) -> Any:
-    """Load and resolve one checkpoint; every failure becomes an :class:`InputError` naming ``path``."""
+def _load(path: str, model_class: str | None, config: str | None, options: dict[str, Any] | None = None) -> Any:
+    """Load one checkpoint and find its node sets; every failure becomes an :class:`InputError` naming ``path``.
+
+    Returns the :class:`~neuromfa_callback.architectures.Layout` (its ``model`` is the loaded model).
+    """
     from neuromfa_callback.architectures import resolve
     from neuromfa_callback.checkpoints import CheckpointError, load_model
 
+    options = options or {}
     try:
         model = load_model(path, model_class=model_class, config=config)
     except CheckpointError as err:
         msg = str(err)
         raise InputError(msg if path in msg else f"{path}: {msg}") from err
     try:
-        resolve(model)
+        return resolve(model, options.get("architecture", "auto"), module=options.get("module"))
     except (TypeError, ValueError) as err:
         raise InputError(f"{path}: {err}") from err
-    return model
-
-
-def _summary(analysis: Any) -> dict[str, Any]:
-    """A :class:`~neuromfa_callback.ModelAnalysis` as the ``compute()`` dict that ``make_record`` reads."""
-    import numpy as np
-
-    return {
-        "alpha0": analysis.alpha0_mean,
-        "alpha0_std": analysis.alpha0_std,
-        "width": analysis.width_mean,
-        "width_std": analysis.width_std,
-        "weighted_degree": analysis.weighted_degree,
-        "n_ill_formed": float(analysis.n_ill_formed),
-        "n_nodes": float(np.mean([s.n_nodes for s in analysis.spectra])),
-        "q": analysis.q,
-        "tau": analysis.tau_mean,
-        "alpha": analysis.alpha_mean,
-        "f_alpha": analysis.f_alpha_mean,
-    }
 
 
 def analyze_checkpoints(
@@ -258,34 +248,38 @@ def analyze_checkpoints(
     from tqdm import tqdm
 
     from neuromfa_callback.analysis import analyze_model
-    from neuromfa_callback.history import make_record
+    from neuromfa_callback.history import baseline_of, make_record
 
     records: list[dict[str, Any]] = []
-    baseline: dict[str, float] | None = None
+    baseline: dict[str, Any] | None = None
     bar = tqdm(total=len(paths), desc=PROG, unit="ckpt", file=sys.stderr, disable=not progress, dynamic_ncols=True)
     try:
         for path, step in zip(paths, steps):
             bar.set_postfix_str(Path(path).name, refresh=True)
-            model = _load(path, model_class, config)
+            layout = _load(path, model_class, config, options)
             try:
-                raw = analyze_model(model, scale=None, **options)
-                rms = analyze_model(model, scale="rms", **options) if scale_control else None
+                raw = analyze_model(layout, **options)
             except ValueError as err:
                 if baseline is None:
                     raise InputError(f"{path}: analysis of the baseline (first checkpoint) failed: {err}") from err
                 if warn is not None:
                     warn(f"{path}: analysis failed, its values are NaN: {err}")
-                rec = make_record(step, None, baseline=baseline, error=str(err))
-                if not scale_control:
-                    rec = {k: v for k, v in rec.items() if "_rms" not in k}
-                backend = None
+                raw = None
+                rec = make_record(step, None, scale_control=scale_control, baseline=baseline, error=str(err))
             else:
-                rec = make_record(step, _summary(raw), _summary(rms) if rms is not None else None, baseline=baseline)
-                backend = raw.spectra[0].backend
+                rms = None
+                if scale_control:
+                    try:
+                        rms = analyze_model(layout, **{**options, "scale": "rms", "null": 0})
+                    except ValueError as err:  # the same rule as the callbacks: raw values kept, *_rms NaN
+                        if warn is not None:
+                            warn(f"{path}: scale-controlled analysis failed, its *_rms values are NaN: {err}")
+                rec = make_record(step, raw, rms, scale_control=scale_control, baseline=baseline)
+            backend = raw.params["backend"] if raw is not None else None
             if baseline is None:
-                baseline = {k: rec[k] for k in ("alpha0", "width", "alpha0_rms", "width_rms") if k in rec}
+                baseline = baseline_of(rec)
             records.append({"step": rec.pop("step"), "path": str(path), **rec, "backend": backend})
-            del model
+            del layout
             bar.update(1)
     finally:
         bar.close()
@@ -321,6 +315,9 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         "threshold": args.threshold,
         "decimals": args.decimals,
         "min_neighbours": args.min_neighbours,
+        "null": args.null,
+        "architecture": args.architecture,
+        "module": args.module,
     }
     progress = not args.quiet and sys.stderr.isatty()
     records = analyze_checkpoints(
@@ -348,7 +345,7 @@ def _cmd_describe(args: argparse.Namespace) -> int:
 
     if not Path(args.path).exists():
         raise InputError(f"{args.path}: no such file or directory")
-    print(describe(_load(args.path, args.model_class, args.config)))
+    print(describe(_load(args.path, args.model_class, args.config, {"architecture": args.architecture, "module": args.module})))
     return 0
 
 

@@ -1,9 +1,12 @@
 """Snapshot records and the JSON-lines history file.
 
-A record is a plain ``dict`` (one per analysed training step) with the scalar keys of
-:data:`SCALAR_KEYS` and the mean spectrum ``q``, ``tau``, ``alpha``, ``f_alpha``. The history file
-holds one record per line, appended and flushed (``fsync``) as soon as the record is final, so a
-crash loses nothing that was computed.
+A record is a plain ``dict`` (one per analysed training step) built by :func:`make_record` from the
+:class:`~neuromfa_callback.ModelAnalysis` of the raw and the scale-controlled analysis: the scalar
+keys of :data:`SCALAR_KEYS`, the mean spectrum ``q``, ``tau``, ``alpha``, ``f_alpha``, and ``by_depth``
+(one dict per depth: ``depth``, ``name``, ``alpha0``, ``width`` (and ``_std``), ``n_nodes``,
+``n_ill_formed``, ``flag``, ``emergence`` against that depth's own baseline, and the ``_rms`` twins).
+The history file holds one record per line, appended and flushed (``fsync``) as soon as the record is
+final, so a crash loses nothing that was computed.
 """
 
 from __future__ import annotations
@@ -17,17 +20,19 @@ from typing import Any
 
 import numpy as np
 
-from neuromfa_callback.functional.emergence import emergence
+from neuromfa_callback.functional.summary import ModelAnalysis, safe_emergence
 
 __all__ = [
     "SCALAR_KEYS",
     "HistoryFile",
+    "baseline_of",
     "load_history",
     "make_record",
     "safe_emergence",
 ]
 
-#: Scalars logged for every snapshot (prefixed ``neuromfa/`` by the callbacks).
+#: Scalars logged for every snapshot (prefixed ``neuromfa/`` by the callbacks); the ``*_null`` keys only
+#: with ``null > 0``.
 SCALAR_KEYS = (
     "alpha0",
     "alpha0_std",
@@ -44,90 +49,99 @@ SCALAR_KEYS = (
     "n_ill_formed",
     "n_ill_formed_rms",
     "n_nodes",
+    "alpha0_null",
+    "alpha0_null_std",
+    "width_null",
+    "width_null_std",
+    "emergence_null",
+    "emergence_null_std",
 )
 
 _NAN = float("nan")
+_SUMMARY = ("alpha0", "alpha0_std", "width", "width_std", "weighted_degree", "n_ill_formed")
+_NULL = ("alpha0_null", "alpha0_null_std", "width_null", "width_null_std", "emergence_null", "emergence_null_std")
 
 
-def _RENAMES(suffix: str) -> list[tuple[str, str]]:  # noqa: N802
-    """(compute() key, record key) pairs; ``suffix`` is "" or "_rms"."""
-    return [
-        ("alpha0", f"alpha0{suffix}"),
-        ("alpha0_std", f"alpha0{suffix}_std"),
-        ("width", f"width{suffix}"),
-        ("width_std", f"width{suffix}_std"),
-        ("weighted_degree", f"weighted_degree{suffix}"),
-        ("n_ill_formed", f"n_ill_formed{suffix}"),
-    ]
+def _suffixed(key: str, suffix: str) -> str:
+    """``alpha0_std`` + ``_rms`` -> ``alpha0_rms_std`` (the suffix goes before ``_std``)."""
+    return f"{key[:-4]}{suffix}_std" if key.endswith("_std") else f"{key}{suffix}"
 
 
-def safe_emergence(alpha0: float, width: float, alpha0_ref: float, width_ref: float) -> float:
-    """:func:`~neuromfa_callback.emergence`, or NaN when any input is not positive and finite.
-
-    Example:
-        >>> safe_emergence(1.2, 0.7, 1.4, 0.6) > 0, math.isnan(safe_emergence(float("nan"), 0.7, 1.4, 0.6))
-        (True, True)
-    """
-    vals = (alpha0, width, alpha0_ref, width_ref)
-    if not all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in vals):
-        return _NAN
-    return float(emergence(*vals))
+def _depth_rows(raw: ModelAnalysis | None, rms: ModelAnalysis | None) -> list[dict[str, Any]]:
+    rows = [d.to_dict() for d in raw.by_depth] if raw is not None else []
+    if rms is not None and len(rms.by_depth) == len(rows):
+        for row, d in zip(rows, rms.by_depth):
+            row.update(alpha0_rms=d.alpha0_mean, alpha0_rms_std=d.alpha0_std, width_rms=d.width_mean, width_rms_std=d.width_std)
+    return rows
 
 
-def _to_float(x: Any) -> float:
-    if hasattr(x, "item"):
-        x = x.item()
-    return float(x)
+def baseline_of(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The values of ``record`` that later records' E are measured against (whole network and per depth)."""
+    keys = ("alpha0", "width", "alpha0_rms", "width_rms")
+    base: dict[str, Any] = {k: record[k] for k in keys if k in record}
+    if record.get("by_depth"):
+        base["by_depth"] = [{k: d[k] for k in keys if k in d} for d in record["by_depth"]]
+    return base
 
 
 def make_record(
     step: int,
-    raw: Mapping[str, Any] | None,
-    rms: Mapping[str, Any] | None = None,
+    raw: ModelAnalysis | None,
+    rms: ModelAnalysis | None = None,
     *,
-    baseline: Mapping[str, float] | None = None,
+    scale_control: bool | None = None,
+    baseline: Mapping[str, Any] | None = None,
     epoch: int | None = None,
     error: str | None = None,
     wall_time: float | None = None,
 ) -> dict[str, Any]:
-    """Build a JSON-ready record from ``NeuroMFA.compute()`` outputs (raw and scale-controlled).
+    """Build a JSON-ready record from the raw and the scale-controlled analysis of one snapshot.
 
-    ``raw``/``rms`` may be ``None`` (failed or diverged snapshot): the scalars are NaN and
-    ``error`` says why. ``baseline`` holds ``alpha0``, ``width`` (and ``alpha0_rms``,
-    ``width_rms``) of the first snapshot; without it this record is the baseline (E = 0).
+    ``raw`` may be ``None`` (failed or diverged snapshot): the scalars are NaN and ``error`` says why.
+    ``rms`` ``None`` with ``scale_control`` true (the default when ``raw`` is ``None``) gives NaN
+    ``*_rms`` values (the scale-controlled analysis failed alone). ``baseline``: :func:`baseline_of`
+    the first snapshot; without it this record is the baseline (E = 0).
 
     Example:
         >>> import torch
-        >>> out = {"alpha0": torch.tensor(1.4), "alpha0_std": torch.tensor(0.01), "width": torch.tensor(0.6),
-        ...        "width_std": torch.tensor(0.02), "weighted_degree": torch.tensor(0.02),
-        ...        "n_ill_formed": torch.tensor(0.0), "n_nodes": torch.tensor(900.0),
-        ...        "q": torch.tensor([-0.1, 0.0, 0.1]), "tau": torch.tensor([-0.14, 0.0, 0.14]),
-        ...        "alpha": torch.tensor([1.4, 1.4]), "f_alpha": torch.tensor([0.0, 0.0])}
-        >>> rec = make_record(0, out)
-        >>> rec["step"], rec["emergence"], round(rec["alpha0"], 6)
-        (0, 0.0, 1.4)
+        >>> from neuromfa_callback import analyze_model
+        >>> _ = torch.manual_seed(0)
+        >>> a = analyze_model(torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.Linear(64, 64)), samples=2)
+        >>> rec = make_record(0, a)
+        >>> rec["step"], rec["emergence"], rec["alpha0"] == a.alpha0_mean, [d["emergence"] for d in rec["by_depth"]]
+        (0, 0.0, True, [0.0, 0.0])
     """
     rec: dict[str, Any] = {"step": int(step)}
     if epoch is not None:
         rec["epoch"] = int(epoch)
     if wall_time is not None:
         rec["time"] = float(wall_time)
-    sources = [("", raw)] + ([("_rms", rms)] if rms is not None or raw is None else [])
-    for suffix, out in sources:
-        for key, name in _RENAMES(suffix):
-            rec[name] = _to_float(out[key]) if out is not None else _NAN
+    scale_control = (rms is not None or raw is None) if scale_control is None else scale_control
+    raw_vals = raw.scalars() if raw is not None else {}
+    for key in _SUMMARY:
+        rec[key] = float(raw_vals.get(key, _NAN))
+    if scale_control:
+        rms_vals = rms.scalars() if rms is not None else {}
+        for key in _SUMMARY:
+            rec[_suffixed(key, "_rms")] = float(rms_vals.get(key, _NAN))
+    for key in _NULL:
+        if key in raw_vals:
+            rec[key] = float(raw_vals[key])
     if raw is not None:
-        rec["n_nodes"] = _to_float(raw["n_nodes"])
-        for key in ("q", "tau", "alpha", "f_alpha"):
-            rec[key] = [float(v) for v in np.asarray(raw[key], dtype=np.float64).tolist()]
-    base = baseline or {"alpha0": rec.get("alpha0", _NAN), "width": rec.get("width", _NAN)}
-    if baseline is None and "alpha0_rms" in rec:
-        base = dict(base, alpha0_rms=rec["alpha0_rms"], width_rms=rec["width_rms"])
-    rec["emergence"] = safe_emergence(rec["alpha0"], rec["width"], base["alpha0"], base["width"])
-    if "alpha0_rms" in rec:
-        rec["emergence_rms"] = safe_emergence(
-            rec["alpha0_rms"], rec["width_rms"], base.get("alpha0_rms", _NAN), base.get("width_rms", _NAN)
-        )
+        rec["n_nodes"] = raw.n_nodes
+        rec["q"], rec["tau"] = raw.q.tolist(), raw.tau_mean.tolist()
+        rec["alpha"], rec["f_alpha"] = raw.alpha_mean.tolist(), raw.f_alpha_mean.tolist()
+        rec["by_depth"] = _depth_rows(raw, rms if scale_control else None)
+    base = dict(baseline) if baseline else baseline_of(rec)
+    rec["emergence"] = safe_emergence(rec["alpha0"], rec["width"], base.get("alpha0", _NAN), base.get("width", _NAN))
+    if scale_control:
+        rec["emergence_rms"] = safe_emergence(rec["alpha0_rms"], rec["width_rms"], base.get("alpha0_rms", _NAN), base.get("width_rms", _NAN))
+    base_depths = base.get("by_depth") or []
+    for i, row in enumerate(rec.get("by_depth", [])):
+        b = base_depths[i] if i < len(base_depths) else {}
+        row["emergence"] = safe_emergence(row["alpha0"], row["width"], b.get("alpha0", _NAN), b.get("width", _NAN))
+        if "alpha0_rms" in row:
+            row["emergence_rms"] = safe_emergence(row["alpha0_rms"], row["width_rms"], b.get("alpha0_rms", _NAN), b.get("width_rms", _NAN))
     if error is not None:
         rec["error"] = str(error)
     return rec

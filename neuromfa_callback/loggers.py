@@ -15,7 +15,7 @@ from typing import Any
 
 from neuromfa_callback.history import SCALAR_KEYS
 
-__all__ = ["RecordLogger", "scalar_metrics"]
+__all__ = ["RecordLogger", "depth_metrics", "scalar_metrics"]
 
 STEP_KEY = "trainer/global_step"
 
@@ -31,6 +31,21 @@ def scalar_metrics(record: Mapping[str, Any], prefix: str = "neuromfa/") -> dict
     return {f"{prefix}{k}": float(record[k]) for k in keys if k in record and record[k] is not None}
 
 
+def depth_metrics(record: Mapping[str, Any], prefix: str = "neuromfa/") -> dict[str, float]:
+    """One scalar per depth and value: ``neuromfa/depth/<name>/alpha0``, ``.../width``, ``.../emergence`` (and ``_rms``).
+
+    Example:
+        >>> depth_metrics({"by_depth": [{"depth": 0, "name": "layers.0", "alpha0": 1.2, "width": 0.5, "emergence": 0.0}]})
+        {'neuromfa/depth/layers.0/alpha0': 1.2, 'neuromfa/depth/layers.0/width': 0.5, 'neuromfa/depth/layers.0/emergence': 0.0}
+    """
+    out = {}
+    for row in record.get("by_depth", []):
+        for key in ("alpha0", "width", "emergence", "alpha0_rms", "emergence_rms"):
+            if key in row:
+                out[f"{prefix}depth/{row['name']}/{key}"] = float(row[key])
+    return out
+
+
 def _has_spectrum(rec: Mapping[str, Any]) -> bool:
     return "alpha" in rec and all(math.isfinite(v) for v in rec["alpha"])
 
@@ -38,9 +53,10 @@ def _has_spectrum(rec: Mapping[str, Any]) -> bool:
 class RecordLogger:
     """Sends records to a list of Lightning loggers; keeps the W&B incremental table between calls."""
 
-    def __init__(self, prefix: str = "neuromfa/", log_tables: bool = True) -> None:
+    def __init__(self, prefix: str = "neuromfa/", log_tables: bool = True, log_per_depth: bool = False) -> None:
         self.prefix = prefix
         self.log_tables = log_tables
+        self.log_per_depth = log_per_depth
         self._table = None
         self._warned: set[str] = set()
 
@@ -60,6 +76,8 @@ class RecordLogger:
         """Log one record's scalars (and the W&B table) to every logger."""
         step = int(record["step"])
         metrics = scalar_metrics(record, self.prefix)
+        if self.log_per_depth:
+            metrics.update(depth_metrics(record, self.prefix))
         for logger in loggers:
             try:
                 logger.log_metrics(metrics, step=step)

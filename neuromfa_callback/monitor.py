@@ -1,13 +1,23 @@
 """The snapshot pipeline shared by the Lightning and the Hugging Face callbacks (no framework imports).
 
-Training thread: :meth:`SnapshotMonitor.snapshot` gathers the sampled weights (small submatrices,
-copied to CPU; from CUDA through pinned memory with a non-blocking copy and an event) and queues
-the analysis. One worker thread computes partition sums. :meth:`SnapshotMonitor.drain`, called
+Structure: the node sets are found once per fit from the first training step's own forward pass
+(:meth:`SnapshotMonitor.begin_discovery` puts the hooks on, :meth:`~SnapshotMonitor.end_discovery`
+takes them off before the first optimizer step, so the baseline snapshot still sees the initial
+weights); without that pass, :func:`~neuromfa_callback.architectures.resolve` finds them on its own.
+
+Training thread: :meth:`~SnapshotMonitor.snapshot` gathers the sampled weights (small submatrices,
+copied to CPU; from CUDA through pinned memory with non-blocking copies and one event per source
+device) and queues the analysis. One worker thread (:mod:`neuromfa_callback._worker`: bounded thread
+budget, lowest scheduling priority) computes partition sums. :meth:`~SnapshotMonitor.drain`, called
 from the training thread at the next hook, turns finished analyses into records, in step order,
-appends them to the history file, and hands them to the caller for logging. A worker error
-surfaces there. In a distributed run the ranks split the samples, and records are finalised only at
-points every rank reaches (the next snapshot, a checkpoint, the end of training), where the ranks
-first agree that every share succeeded and then reduce their metric states collectively.
+appends them to the history file, and hands them to the caller for logging. In a distributed run
+the ranks split the samples, and records are finalised only at points every rank reaches (the next
+snapshot, the end of training), where the ranks first agree that every share succeeded and then
+reduce their metric states collectively. :meth:`~SnapshotMonitor.state_dict` never communicates or
+waits, so a checkpoint can always be saved.
+
+Memory is bounded: the records kept in RAM (and in checkpoints) are thinned to at most
+``history_window`` spread over the whole run; the history file keeps every record.
 """
 
 from __future__ import annotations
@@ -18,31 +28,59 @@ import time
 import traceback
 import warnings
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from neuromfa_callback._checks import check_choice, check_int, check_positive_int
-from neuromfa_callback.functional.spectrum import BACKENDS
-from neuromfa_callback.history import HistoryFile, load_history, make_record
+from neuromfa_callback._checks import check_choice, check_int
+from neuromfa_callback._dist import distributed, is_rank_zero, sync_device
+from neuromfa_callback.functional.neuromfa import NeuroMFAOptions
+from neuromfa_callback.functional.summary import ModelAnalysis
+from neuromfa_callback.history import HistoryFile, baseline_of, load_history, make_record
 from neuromfa_callback.metric import NeuroMFA
 
-__all__ = ["SnapshotMonitor"]
+__all__ = ["SnapshotMonitor", "ThinnedHistory"]
 
 log = logging.getLogger(__name__)
 
 _ON_ERROR = ("warn", "raise")
-#: The ``compute()`` scalars ``make_record`` reads, all NaN: a scale-controlled analysis that could not run.
-_NAN_SUMMARY = dict.fromkeys(("alpha0", "alpha0_std", "width", "width_std", "weighted_degree", "n_ill_formed"), float("nan"))
 
 
-def _distributed() -> bool:
-    return torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
+class ThinnedHistory(list):
+    """A list of records that never holds more than ``cap``: records are kept on a grid of every
+    ``stride``-th one (the stride doubles whenever the list is full), plus always the newest, so what
+    remains spans the whole run evenly.
 
+    Example:
+        >>> h = ThinnedHistory(cap=4)
+        >>> for s in range(10):
+        ...     h.append({"step": s})
+        >>> [r["step"] for r in h], h.stride
+        ([0, 4, 8, 9], 4)
+    """
 
-def _is_rank_zero() -> bool:
-    return not _distributed() or torch.distributed.get_rank() == 0
+    def __init__(self, records: Any = (), cap: int = 512) -> None:
+        super().__init__()
+        self.cap = check_int("history_window", cap, minimum=2)
+        self.stride = 1
+        self._index: list[int] = []
+        self._seen = 0
+        for r in records:
+            self.append(r)
+
+    def append(self, record: Any) -> None:  # noqa: D102
+        if self._index and self._index[-1] % self.stride:  # the previous newest is off the grid: replace it
+            super().pop()
+            self._index.pop()
+        super().append(record)
+        self._index.append(self._seen)
+        self._seen += 1
+        while len(self) > self.cap:
+            self.stride *= 2
+            keep = [k for k, i in enumerate(self._index) if i % self.stride == 0 or k == len(self) - 1]
+            self[:] = [self[k] for k in keep]
+            self._index = [self._index[k] for k in keep]
 
 
 @dataclass
@@ -52,111 +90,142 @@ class _Pending:
     wall_time: float
     future: cf.Future | None = None
     record: dict[str, Any] | None = None  # set when the snapshot failed before reaching the worker
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class SnapshotMonitor:
     """Snapshots, asynchronous analysis, baseline, history and resumable state.
 
-    Args: see :class:`~neuromfa_callback.NeuroMFACallback`.
+    Args:
+        scale_control: also analyse with every matrix rescaled to RMS ``scale_rms`` (``*_rms`` values).
+        history_path: append every finished snapshot to this JSON-lines file, flushed at once.
+        asynchronous: analyse on a worker thread; the training thread only copies sampled weights
+            (full mode always runs synchronously, on the weights' device).
+        on_error: ``"warn"`` (log NaN, count, warn once with the traceback, train on) or ``"raise"``.
+        max_pending: snapshots in flight before the training thread waits (bounds the copies held).
+        history_window: records kept in RAM and in checkpoints (thinned evenly beyond it).
+        **options: the analysis options (:class:`~neuromfa_callback.NeuroMFAOptions`).
     """
 
     def __init__(
         self,
         *,
-        samples: int = 10,
-        neurons_per_layer: int = 32,
-        full: bool = False,
-        backend: str = "auto",
         scale_control: bool = True,
         history_path: Any = None,
         asynchronous: bool = True,
-        q: Any = None,
-        threshold: float = 150.0,
-        decimals: int = 0,
-        min_neighbours: int = 10,
         on_error: str = "warn",
         max_pending: int = 2,
+        history_window: int = 512,
+        **options: Any,
     ) -> None:
-        self.metric_kwargs = {
-            "samples": check_positive_int("samples", samples),
-            "neurons_per_layer": check_positive_int("neurons_per_layer", neurons_per_layer),
-            "full": bool(full),
-            "q": q,
-            "threshold": threshold,
-            "decimals": decimals,
-            "min_neighbours": min_neighbours,
-            "backend": check_choice("backend", backend, BACKENDS),
-        }
-        NeuroMFA(**self.metric_kwargs)  # validates q, threshold, decimals, min_neighbours now
+        unknown = NeuroMFAOptions.split(options)[1]
+        if unknown:
+            raise TypeError(f"unexpected keyword arguments {sorted(unknown)}; analysis options are {NeuroMFAOptions.names()}")
+        self.options = NeuroMFAOptions(**options)
         self.scale_control = bool(scale_control)
         self.asynchronous = bool(asynchronous)
         self.on_error = check_choice("on_error", on_error, _ON_ERROR)
         self.max_pending = check_int("max_pending", max_pending, minimum=1)
+        self.history_window = check_int("history_window", history_window, minimum=2)
         self.history_file = HistoryFile(history_path) if history_path is not None else None
-        self.baseline: dict[str, float] | None = None
-        self.history: list[dict[str, Any]] = []
+        self._warned: set[str] = set()
+        self._executor: cf.ThreadPoolExecutor | None = None
+        self.reset()
+
+    # ------------------------------------------------------------------------------- lifecycle
+    def reset(self) -> None:
+        """Forget the run: baseline, history, structure (a new fit; a checkpoint restores them after)."""
+        self.baseline: dict[str, Any] | None = None
+        self.history = ThinnedHistory(cap=self.history_window)
         self.last_step = -1
         self.errors = 0
-        self._warned: set[str] = set()
+        self.layout: Any = None
+        self._recorder: Any = None
+        self._target: Any = None
         self._pending: deque[_Pending] = deque()
         self._ready: list[dict[str, Any]] = []
-        self._executor: cf.ThreadPoolExecutor | None = None
+        self._lost: list[int] = []
 
-    # -------------------------------------------------------------------------------- building
     def metric(self, scale: str | None) -> NeuroMFA:
-        """A fresh metric with this monitor's parameters."""
-        return NeuroMFA(scale=scale, **self.metric_kwargs)
+        """A fresh metric with this monitor's options (the null is computed for the raw analysis only)."""
+        return NeuroMFA(**{**self.options.__dict__, "scale": scale, "null": self.options.null if scale is None else 0})
 
     def _scales(self) -> list[tuple[str, str | None]]:
         return [("raw", None)] + ([("rms", "rms")] if self.scale_control else [])
 
-    def check_model(self, model: torch.nn.Module) -> None:
-        """Fail before training: unsupported models, bad sizes, non-finite weights, a missing backend."""
-        from neuromfa_callback.backends.cupy_backend import require_cupy
-        from neuromfa_callback.functional.network import build_network
-
-        if self.metric_kwargs["backend"] == "cupy":
-            require_cupy()  # ImportError naming the extra to install, or RuntimeError without a GPU
-
-        build_network(model, neurons_per_layer=self.metric_kwargs["neurons_per_layer"], seed=0, full=self.metric_kwargs["full"])
-
     @property
     def full(self) -> bool:
-        return self.metric_kwargs["full"]
+        return self.options.full
+
+    def check_model(self, model: torch.nn.Module) -> None:
+        """Fail before training: no weight operator, a bad ``module``, a backend that cannot run."""
+        from neuromfa_callback.architectures import find_operators, select_module
+        from neuromfa_callback.backends import check_backend
+
+        root, _ = select_module(model, self.options.module)
+        if not find_operators(root):
+            from neuromfa_callback.architectures import resolve
+
+            resolve(root)  # raises the full "no weight operator" message
+        device = next((p.device for p in root.parameters()), torch.device("cpu"))
+        check_backend(self.options.backend, device if self.full else torch.device("cpu"))
+
+    # ------------------------------------------------------------------------------ structure
+    def begin_discovery(self, model: torch.nn.Module) -> None:
+        """Hooks on, to observe the next forward pass (the first training step's)."""
+        from neuromfa_callback.architectures import DataflowRecorder, select_module
+
+        self.end_discovery(resolve_now=False)
+        root, _ = select_module(model, self.options.module)
+        self._target, self._recorder = model, DataflowRecorder(root, source="training step")
+
+    def end_discovery(self, resolve_now: bool = True) -> None:
+        """Hooks off; the node sets from what they saw (or, if they saw nothing, found otherwise)."""
+        if self._recorder is None:
+            return
+        obs, model = self._recorder.detach(), self._target
+        self._recorder = self._target = None
+        if resolve_now and self.layout is None:
+            self.layout = self._resolve(model, None if obs.empty else obs)
+
+    def _resolve(self, model: torch.nn.Module, observation: Any = None) -> Any:
+        from neuromfa_callback.architectures import resolve
+
+        o = self.options
+        return resolve(model, o.architecture, module=o.module, example_input=o.example_input, observation=observation)
 
     # ----------------------------------------------------------------------------- snapshotting
     def snapshot(self, model: torch.nn.Module, step: int, epoch: int | None = None) -> None:
         """Training thread: copy what the analysis needs and queue it (or run it, if synchronous)."""
+        self.end_discovery()
         self.last_step = int(step)
         pending = _Pending(step=int(step), epoch=epoch, wall_time=time.time())
         try:
+            if self.layout is None:
+                self.layout = self._resolve(model)
             jobs = []
             for key, scale in self._scales():
                 metric = self.metric(scale)
                 try:
-                    nets = metric.build_networks(model)
+                    nets = metric.build_networks(self.layout)
                 except ValueError as err:
                     if key == "raw":
                         raise
-                    # scale="rms" only (a matrix of zeros cannot be rescaled): keep the raw values, *_rms NaN
-                    self._warn_once(
-                        f"snapshot:{key}:{type(err).__name__}",
-                        f"NeuroMFA scale-controlled snapshot at step {step} failed: {err}; the *_rms values are logged as NaN",
-                    )
+                    self._warn_rms(step, err)  # a matrix of zeros cannot be rescaled: raw kept, *_rms NaN
                     continue
-                if not self.full:  # small sampled submatrices: pinned, non-blocking copy + event
+                if not self.full:  # small sampled submatrices: pinned, non-blocking copies + events
                     nets = [n.to("cpu", non_blocking=True) for n in nets]
                 jobs.append((key, metric, nets))
-        except ValueError as err:  # NaN/inf weights, sizes: a flagged value, training continues
+        except ValueError as err:  # NaN/inf weights: a flagged value, training continues
             self._warn_once(f"snapshot:{type(err).__name__}", f"NeuroMFA snapshot at step {step} failed: {err}; logged as NaN")
-            pending.record = make_record(step, None, baseline=self.baseline, epoch=epoch, error=str(err), wall_time=pending.wall_time)
+            pending.record = self._make(pending, None, None, error=str(err))
             self._pending.append(pending)
             return
-        work = _Analysis(jobs, compute=not _distributed())
+        work = _Analysis(jobs, compute=not distributed())
         if self.asynchronous and not self.full:
             if self._executor is None:
-                self._executor = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="neuromfa")
+                from neuromfa_callback._worker import worker_executor
+
+                self._executor = worker_executor()
             pending.future = self._executor.submit(work)
         else:
             pending.future = cf.Future()
@@ -169,6 +238,10 @@ class SnapshotMonitor:
         if len(running) > self.max_pending:  # back-pressure: bound the weight copies in flight
             cf.wait(running[: len(running) - self.max_pending])
 
+    def _make(self, p: _Pending, raw: ModelAnalysis | None, rms: ModelAnalysis | None, error: str | None = None) -> dict[str, Any]:
+        return make_record(p.step, raw, rms, scale_control=self.scale_control, baseline=self.baseline, epoch=p.epoch,
+                           error=error, wall_time=p.wall_time)
+
     # --------------------------------------------------------------------------------- draining
     def drain(self, block: bool = False) -> list[dict[str, Any]]:
         """Finalise finished snapshots in step order; returns the records not yet handed out.
@@ -176,41 +249,49 @@ class SnapshotMonitor:
         In a distributed run only ``block=True`` finalises (every rank must reach the same point).
         Raises the worker's error (wrapped, with the step) when ``on_error="raise"``.
         """
-        self._finalise_ready(block)
+        if not distributed() or block:
+            while self._pending:
+                p = self._pending[0]
+                if p.future is not None and not p.future.done() and not block:
+                    break
+                self._pending.popleft()
+                self._finalise(p)
         out, self._ready = self._ready, []
         return out
 
-    def _finalise_ready(self, block: bool) -> None:
-        if _distributed() and not block:
-            return
-        while self._pending:
-            p = self._pending[0]
-            if p.future is not None and not p.future.done() and not block:
-                break
-            self._pending.popleft()
-            self._finalise(p)
-
-    def _finalise(self, p: _Pending) -> dict[str, Any]:
+    def _results(self, p: _Pending) -> tuple[dict[str, Any], BaseException | None]:
+        """The worker's results (analyses, or metrics to reduce first when distributed) and its failure."""
         failure: BaseException | None = None
-        results: dict[str, Any] = {}
-        if p.record is None:
+        try:
+            results = p.future.result()
+        except Exception as err:  # noqa: BLE001
+            results, failure = {}, err
+        if not distributed():
+            return results, failure
+        ok = torch.tensor([0.0 if failure is not None else 1.0], device=sync_device())
+        torch.distributed.all_reduce(ok, op=torch.distributed.ReduceOp.MIN)  # every rank's share succeeded?
+        if failure is not None or ok.item() < 1:
+            return {}, failure or RuntimeError("the analysis failed on another rank")
+        out = {}
+        for key, metric in results.items():
+            metric.to(sync_device()).sync()  # collective: every rank reduces the same states in the same order
             try:
-                results = p.future.result()
-            except Exception as err:  # noqa: BLE001
-                failure = err
-            if _distributed():
-                ok = torch.tensor([0.0 if failure is not None else 1.0], device=_sync_device())
-                torch.distributed.all_reduce(ok, op=torch.distributed.ReduceOp.MIN)
-                if failure is None and ok.item() < 1:
-                    failure = RuntimeError("the analysis failed on another rank")
-                if failure is None:
-                    try:
-                        results = {k: m.to(_sync_device()).compute() for k, m in results.items()}
-                    except ValueError as err:
-                        failure = err
+                out[key] = metric.compute_analysis()
+            except ValueError as err:
+                out[f"{key}_error"] = err
+            metric.unsync()
+        return out, None
+
+    def _finalise(self, p: _Pending) -> None:
+        if p.record is not None:
+            self._record(p.record)
+            return
+        results, failure = self._results(p)
+        if failure is None and "raw_error" in results:
+            failure = results["raw_error"]  # no node qualifies (or the like): a flagged value, not an error
         if failure is not None:
-            record = make_record(p.step, None, baseline=self.baseline, epoch=p.epoch, error=repr(failure), wall_time=p.wall_time)
-            if isinstance(failure, ValueError):  # bad input (no node qualifies, ...): flagged, not an error
+            record = self._make(p, None, None, error=repr(failure))
+            if isinstance(failure, ValueError):
                 self._warn_once(f"value:{failure}", f"NeuroMFA at step {p.step}: {failure}; logged as NaN")
             else:
                 self.errors += 1
@@ -219,32 +300,29 @@ class SnapshotMonitor:
                 if self.on_error == "raise":
                     raise RuntimeError(f"NeuroMFA analysis of step {p.step} failed: {failure!r}") from failure
                 tb = "".join(traceback.format_exception(type(failure), failure, failure.__traceback__))
-                self._warn_once(f"worker:{type(failure).__name__}", f"NeuroMFA analysis of step {p.step} failed (training continues; on_error='warn'):\n{tb}")
-                return record
-        elif p.record is not None:
-            record = p.record
+                self._warn_once(f"worker:{type(failure).__name__}",
+                                f"NeuroMFA analysis of step {p.step} failed (training continues; on_error='warn'):\n{tb}")
+                return
         else:
             if "rms_error" in results:
-                self._warn_once(
-                    "analysis:rms", f"NeuroMFA scale-controlled analysis at step {p.step} failed: {results['rms_error']}; "
-                    "the *_rms values are logged as NaN"
-                )
-            rms = results.get("rms", _NAN_SUMMARY if self.scale_control else None)  # missing: scale="rms" failed
-            record = make_record(p.step, results.get("raw"), rms, baseline=self.baseline, epoch=p.epoch, wall_time=p.wall_time)
-            if self.baseline is None and _finite(record.get("alpha0")):
-                self.baseline = {k: record[k] for k in ("alpha0", "width", "alpha0_rms", "width_rms") if k in record}
-        record["errors"] = self.errors
+                self._warn_rms(p.step, results["rms_error"])
+            record = self._make(p, results.get("raw"), results.get("rms"))
+            if self.baseline is None:
+                self.baseline = baseline_of(record)
         self._record(record)
-        return record
 
     def _record(self, record: dict[str, Any]) -> None:
+        record.setdefault("errors", self.errors)
         self.history.append(record)
         self._ready.append(record)
-        if self.history_file is not None and _is_rank_zero():
+        if self.history_file is not None and is_rank_zero():
             try:
                 self.history_file.append(record)
             except OSError as err:
                 self._warn_once("history", f"NeuroMFA could not write {self.history_file.path}: {err}")
+
+    def _warn_rms(self, step: int, err: Any) -> None:
+        self._warn_once("analysis:rms", f"NeuroMFA scale-controlled analysis at step {step} failed: {err}; the *_rms values are logged as NaN")
 
     def _warn_once(self, key: str, message: str) -> None:
         if key in self._warned:
@@ -259,7 +337,8 @@ class SnapshotMonitor:
         return self.drain(block=True)
 
     def close(self) -> None:
-        """Join the worker thread and close the history file (pending work is dropped: flush first)."""
+        """Remove discovery hooks, join the worker thread, close the history file (flush first: pending work is dropped)."""
+        self.end_discovery(resolve_now=False)
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
@@ -278,10 +357,9 @@ class SnapshotMonitor:
     def start_history(self, current_step: int) -> None:
         """Align the history file with the run: a fresh run starts an empty file; a resumed run keeps
         the file's records up to ``current_step`` (merged with the checkpoint's) and drops later ones,
-        which the resumed run will compute again. Only rank 0 touches the file; the in-memory history
-        is changed on rank 0 only, and nothing here decides what a rank does next.
+        which the resumed run will compute again. Only rank 0 touches the file.
         """
-        if self.history_file is None or not _is_rank_zero():
+        if self.history_file is None or not is_rank_zero():
             return
         if not self.resumed:
             self.history_file.rewrite([])
@@ -289,23 +367,47 @@ class SnapshotMonitor:
         kept = load_history(self.history_file.path) if self.history_file.path.exists() else []
         by_step = {r["step"]: r for r in kept if r.get("step", -1) <= current_step}
         by_step.update({r["step"]: r for r in self.history})
-        self.history = [by_step[s] for s in sorted(by_step)]
-        self.history_file.rewrite(self.history)
+        self.history = ThinnedHistory((by_step[s] for s in sorted(by_step)), cap=self.history_window)
+        self.history_file.rewrite(by_step[s] for s in sorted(by_step))
+        if self.baseline is None and self.history and self.history[0].get("error") is None:
+            # the checkpoint was saved before the baseline's analysis finished; the file has it
+            self.baseline = baseline_of(self.history[0])
+
+    def steps_to_redo(self, current_step: int) -> list[int]:
+        """Snapshots the checkpoint had taken but not finished: redone at resume if they are at the
+        checkpoint's step (the weights are the same), else reported lost (warned)."""
+        done = {r["step"] for r in self.history}
+        if self.history_file is not None and self.history_file.path.exists():
+            done |= {r.get("step") for r in load_history(self.history_file.path)}
+        missing = [s for s in self._lost if s not in done]
+        self._lost = []
+        lost = [s for s in missing if s != current_step]
+        if lost:
+            self._warn_once("lost", f"NeuroMFA snapshots at steps {lost} were not finished before the checkpoint; they are missing")
+        return [s for s in missing if s == current_step]
 
     def state_dict(self) -> dict[str, Any]:
-        """Baseline, last step, error count and history (pending snapshots are finalised first)."""
-        self._finalise_ready(block=True)
-        return {"version": 1, "baseline": self.baseline, "last_step": self.last_step, "errors": self.errors, "history": list(self.history)}
+        """Baseline, last step, error count, the (thinned) records, and the unfinished steps. Never waits
+        for the worker and never communicates, so a checkpoint saves even after a failure on one rank."""
+        return {
+            "version": 2,
+            "baseline": self.baseline,
+            "last_step": self.last_step,
+            "errors": self.errors,
+            "history": list(self.history),
+            "pending_steps": self.pending_steps,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.baseline = state.get("baseline")
         self.last_step = int(state.get("last_step", -1))
         self.errors = int(state.get("errors", 0))
-        self.history = list(state.get("history", []))
+        self.history = ThinnedHistory(state.get("history", []), cap=self.history_window)
+        self._lost = list(state.get("pending_steps", []))
 
 
 class _Analysis:
-    """The worker-thread part of a snapshot: partition sums for every network, then compute()."""
+    """The worker-thread part of a snapshot: partition sums for every network, then the analyses."""
 
     def __init__(self, jobs: list[tuple[str, NeuroMFA, list[Any]]], compute: bool) -> None:
         self.jobs, self.compute = jobs, compute
@@ -318,21 +420,8 @@ class _Analysis:
                 out[key] = metric
                 continue
             try:
-                out[key] = metric.compute()
-            except ValueError as err:
-                if key == "raw":
-                    raise
-                # scale-controlled only (e.g. no node qualifies after rescaling): raw values stay, *_rms NaN
-                out[f"{key}_error"] = str(err)
+                out[key] = metric.compute_analysis()
+            except ValueError as err:  # no node qualifies, ...: raw -> flagged record; rms -> *_rms NaN
+                out[f"{key}_error"] = err
         self.jobs = []  # drop the weight copies as soon as they are used
         return out
-
-
-def _sync_device() -> torch.device:
-    if torch.distributed.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
-
-
-def _finite(x: Any) -> bool:
-    return isinstance(x, float) and x == x and abs(x) != float("inf")

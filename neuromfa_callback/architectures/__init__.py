@@ -229,7 +229,8 @@ def resolve(
     """Find the operators of ``model`` and group them into node sets (see the module docstring).
 
     Args:
-        model: any ``nn.Module`` (wrapped by ``torch.compile``, PEFT, DDP or a LightningModule too).
+        model: any ``nn.Module`` (wrapped by ``torch.compile``, PEFT, DDP or a LightningModule too); a
+            :class:`Layout` is returned as it is.
         architecture: ``"auto"``, ``"generic"`` or ``"gpt_neox"``.
         module: analyse only this part: a dotted attribute path (``"encoder"``, ``"model.vision"``) or
             a callable ``model -> nn.Module``.
@@ -254,6 +255,8 @@ def resolve(
         ('generic', ['0.weight', '2.weight'], ('0', '2'), 'guessed input: float batch (2, 8)')
     """
     check_choice("architecture", architecture, ARCHITECTURES)
+    if isinstance(model, Layout):
+        return model
     root, path = select_module(model, module)
     if not find_operators(root):
         raise _no_operator_error(root)

@@ -134,3 +134,14 @@ def compute_partition(
     from neuromfa_callback.backends.cupy_backend import partition_sums_cupy
 
     return partition_sums_cupy(ip, ds, q, grid, min_neighbours)
+
+
+def check_backend(backend: str, device: Any = None) -> str:
+    """The backend that will run for inputs on ``device``; raises if an explicit choice cannot run."""
+    if backend == "cupy":
+        from neuromfa_callback.backends.cupy_backend import require_cupy
+
+        require_cupy()
+    if backend == "auto":
+        return "numpy" if device is None or getattr(device, "type", "cpu") == "cpu" else "torch"
+    return backend

@@ -152,11 +152,11 @@ def test_invalid_arguments_raise_in_init():
         NeuroMFACallback(backend="tpu")
 
 
-def test_unsupported_model_raises_in_setup(tmp_path):
-    class Conv(pl.LightningModule):
+def test_model_without_weight_operator_raises_in_setup(tmp_path):
+    class Conv(pl.LightningModule):  # an embedding and a norm: nothing NeuroMFA can analyse
         def __init__(self):
             super().__init__()
-            self.net = torch.nn.Conv2d(3, 3, 3)
+            self.emb, self.norm = torch.nn.Embedding(10, 4), torch.nn.LayerNorm(4)
 
         def training_step(self, batch, batch_idx):  # pragma: no cover - never reached
             return None
@@ -167,7 +167,7 @@ def test_unsupported_model_raises_in_setup(tmp_path):
         def train_dataloader(self):
             return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(4, 3, 8, 8)))
 
-    with pytest.raises(MisconfigurationException, match=r"cannot analyse this model"):
+    with pytest.raises(MisconfigurationException, match=r"cannot analyse this model: Conv has no weight operator"):
         _trainer(tmp_path, [NeuroMFACallback(samples=1)], max_steps=1).fit(Conv())
 
 

@@ -1,7 +1,8 @@
-"""The Hugging Face Trainer twin: same snapshots, delivered through the Trainer's own logging."""
+"""The Hugging Face Trainer twin, used the way the Trainer's docs show: ``Trainer(callbacks=[...])``."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -14,6 +15,8 @@ from tests._models import tiny_gpt_neox
 
 
 class _Recorder(TrainerCallback):
+    """Stands in for a ``report_to`` integration: records what every ``on_log`` receives, with the step."""
+
     def __init__(self):
         self.logs = []
 
@@ -22,7 +25,7 @@ class _Recorder(TrainerCallback):
 
 
 class _Tokens(torch.utils.data.Dataset):
-    def __init__(self, n=64):
+    def __init__(self, n=128):
         g = torch.Generator().manual_seed(0)
         self.x = torch.randint(0, 64, (n, 16), generator=g)
 
@@ -33,34 +36,63 @@ class _Tokens(torch.utils.data.Dataset):
         return {"input_ids": self.x[i], "labels": self.x[i]}
 
 
+def _args(tmp_path, **kw):
+    base = dict(output_dir=str(tmp_path), max_steps=20, per_device_train_batch_size=4, logging_steps=100,
+                report_to="none", save_strategy="no", use_cpu=True, disable_tqdm=True, learning_rate=3e-3, seed=0)
+    return TrainingArguments(**{**base, **kw})
+
+
 @pytest.mark.parametrize("asynchronous", [True, False])
-def test_hf_trainer_logs_snapshots_through_report_to(tmp_path, asynchronous):
+def test_values_reach_log_history_and_integrations_at_their_own_steps(tmp_path, asynchronous):
+    """Standard `callbacks=[...]`, 20 steps, every 5: log_history and every on_log get steps 0, 5, 10, 15, 20."""
     model = tiny_gpt_neox()
-    args = TrainingArguments(
-        output_dir=str(tmp_path), max_steps=6, per_device_train_batch_size=4, logging_steps=100,
-        report_to="none", save_strategy="no", use_cpu=True, disable_tqdm=True, learning_rate=3e-3, seed=0,
-    )
-    trainer = Trainer(model=model, args=args, train_dataset=_Tokens())
-    cb = NeuroMFATrainerCallback(
-        every_n_steps=3, samples=2, neurons_per_layer=16, history_path=tmp_path / "h.jsonl", asynchronous=asynchronous
-    ).attach(trainer)
+    cb = NeuroMFATrainerCallback(every_n_steps=5, samples=2, neurons_per_layer=16, history_path=tmp_path / "h.jsonl",
+                                 asynchronous=asynchronous)
     rec = _Recorder()
-    trainer.add_callback(rec)
+    trainer = Trainer(model=model, args=_args(tmp_path), train_dataset=_Tokens(), callbacks=[cb, rec])
     trainer.train()
 
-    logged = {logs["neuromfa/step"]: logs for _, logs in rec.logs if "neuromfa/step" in logs}
-    assert sorted(logged) == [0, 3, 6]
-    assert logged[0]["neuromfa/emergence"] == 0.0
-    assert [r["step"] for r in load_history(tmp_path / "h.jsonl")] == [0, 3, 6]
+    in_history = {e["step"]: e for e in trainer.state.log_history if "neuromfa/alpha0" in e}
+    assert sorted(in_history) == [0, 5, 10, 15, 20]
+    assert all(math.isfinite(e["neuromfa/alpha0"]) for e in in_history.values())
+    seen = {step: logs for step, logs in rec.logs if "neuromfa/alpha0" in logs}
+    assert sorted(seen) == [0, 5, 10, 15, 20]  # the integration saw each at the step its weights were taken
+    assert seen[0]["neuromfa/emergence"] == 0.0
+    losses = [logs for _, logs in rec.logs if "loss" in logs]
+    assert len(losses) == 0  # logging_steps=100: no loss log was forced
     metric = NeuroMFA(samples=2, neurons_per_layer=16)
     metric.update(model)
-    assert logged[6]["neuromfa/alpha0"] == pytest.approx(float(metric.compute()["alpha0"]), abs=1e-12)
-    assert math.isfinite(logged[6]["neuromfa/emergence_rms"])
-    assert [r["step"] for r in cb.history] == [0, 3, 6]
+    assert seen[20]["neuromfa/alpha0"] == pytest.approx(float(metric.compute()["alpha0"]), abs=1e-12)
+    assert [r["step"] for r in load_history(tmp_path / "h.jsonl")] == [0, 5, 10, 15, 20]
+
+
+@pytest.mark.parametrize("restore_flag", [False, True])
+def test_resume_from_a_trainer_checkpoint_keeps_the_history(tmp_path, restore_flag):
+    """Saved at 10, resumed to 20: the history file holds 0, 5, 10, 15, 20 once each, E against the first baseline
+    (with the Trainer's `restore_callback_states_from_checkpoint` off, its default, and on)."""
+    hist = tmp_path / "h.jsonl"
+    kw = dict(every_n_steps=5, samples=2, neurons_per_layer=16, history_path=str(hist), asynchronous=False)
+    first = Trainer(model=tiny_gpt_neox(), args=_args(tmp_path, max_steps=10, save_strategy="steps", save_steps=10),
+                    train_dataset=_Tokens(), callbacks=[NeuroMFATrainerCallback(**kw)])
+    first.train()
+    base = load_history(hist)[0]
+    assert [r["step"] for r in load_history(hist)] == [0, 5, 10]
+    saved = json.loads((tmp_path / "checkpoint-10" / "trainer_state.json").read_text())["stateful_callbacks"]
+    assert saved["NeuroMFATrainerCallback"]["attributes"]["_resume_state"]["last_step"] == 10
+
+    cb = NeuroMFATrainerCallback(**kw)  # a new process would build the same callback
+    args = _args(tmp_path, max_steps=20, restore_callback_states_from_checkpoint=restore_flag)
+    second = Trainer(model=tiny_gpt_neox(), args=args, train_dataset=_Tokens(), callbacks=[cb])
+    second.train(resume_from_checkpoint=str(tmp_path / "checkpoint-10"))
+    records = load_history(hist)
+    assert [r["step"] for r in records] == [0, 5, 10, 15, 20]
+    assert records[0] == base  # the baseline record survived the resume
+    assert cb.history[-1]["step"] == 20  # the user's own instance kept receiving the events
+    assert cb in second.callback_handler.callbacks
 
 
 def test_hf_callback_validates_arguments():
-    with pytest.raises(ValueError, match=r"`every_n_steps` >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"Expected `every_n_steps` >= 1, got 0"):
         NeuroMFATrainerCallback(every_n_steps=0)
-    with pytest.raises(ValueError, match=r"`samples` >= 1"):
-        NeuroMFATrainerCallback(samples=0)
+    with pytest.raises(TypeError, match=r"unexpected keyword arguments \['every_n_train_steps'\]"):
+        NeuroMFATrainerCallback(every_n_train_steps=5)
