@@ -114,7 +114,15 @@ class DataflowRecorder:
         return handles
 
     def _key(self, t: torch.Tensor) -> int:
-        k = (t.data_ptr(), tuple(t.shape), t.stride(), t._version, t.dtype, str(t.device))
+        local = t.to_local() if callable(getattr(t, "to_local", None)) else t  # DTensor (tensor parallel): its shard
+        try:
+            ptr = local.data_ptr()
+        except (RuntimeError, NotImplementedError):  # tensors without storage (fake, meta subclasses)
+            ptr = 0
+        if ptr == 0:
+            k: tuple = ("object", id(t))  # t is kept alive, so its id is unique for the pass
+        else:
+            k = (ptr, tuple(local.shape), local.stride(), local._version, local.dtype, str(local.device))
         if k not in self._keys:
             self._keys[k] = len(self._keys)
             self._tensors.append(t)
