@@ -1,9 +1,12 @@
 """Logging snapshot records: scalars to every Lightning logger, extras for W&B and TensorBoard.
 
-Everything goes through public APIs: ``logger.log_metrics(metrics, step=...)`` for every logger;
-W&B gets an incremental ``wandb.Table`` of the spectrum, an f(alpha) chart coloured by step and
-images (the f(alpha) curves, the alpha0/width/E trends, the alpha(q)-by-step heatmap); TensorBoard gets ``add_figure``; CSV gets the scalars. A logger that raises
-never stops training: the failure is warned once per logger, and the history file keeps the record.
+Everything goes through public APIs: ``logger.log_metrics(metrics, step=...)`` for every logger
+(optionally one scalar per depth); W&B gets incremental ``wandb.Table`` s (the spectrum; a summary row
+per snapshot, null values included; a row per snapshot and depth), an f(alpha) chart coloured by step
+and images (the f(alpha) curves, the alpha0/width/E trends, the alpha(q)-by-step heatmap, alpha0 and
+E by depth and step); TensorBoard gets the same figures through ``add_figure``; CSV gets the scalars.
+A logger that raises never stops training: the failure is warned once per logger, and the history
+file keeps the record.
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ from neuromfa_callback.history import SCALAR_KEYS
 __all__ = ["RecordLogger", "depth_metrics", "scalar_metrics"]
 
 STEP_KEY = "trainer/global_step"
+_SUMMARY_COLUMNS = ("alpha0", "width", "emergence", "alpha0_rms", "width_rms", "emergence_rms", "weighted_degree",
+                    "alpha0_null", "width_null", "emergence_null")
+_DEPTH_COLUMNS = ("alpha0", "alpha0_std", "width", "width_std", "emergence", "alpha0_rms", "emergence_rms", "n_nodes")
 
 
 def scalar_metrics(record: Mapping[str, Any], prefix: str = "neuromfa/") -> dict[str, float]:
@@ -57,7 +63,7 @@ class RecordLogger:
         self.prefix = prefix
         self.log_tables = log_tables
         self.log_per_depth = log_per_depth
-        self._table = None
+        self._tables: dict[str, Any] = {}
         self._warned: set[str] = set()
 
     def _fail(self, logger: Any, what: str, step: int, err: BaseException) -> None:
@@ -90,15 +96,30 @@ class RecordLogger:
                 except Exception as err:  # noqa: BLE001
                     self._fail(logger, "the spectrum table", step, err)
 
-    def _log_wandb_table(self, logger: Any, record: Mapping[str, Any]) -> None:
+    def _table(self, name: str, columns: list[str]) -> Any:
         import wandb
 
-        if self._table is None:
-            self._table = wandb.Table(columns=["step", "q", "tau", "alpha", "f_alpha"], log_mode="INCREMENTAL")
+        if name not in self._tables:
+            self._tables[name] = wandb.Table(columns=columns, log_mode="INCREMENTAL")
+        return self._tables[name]
+
+    def _log_wandb_table(self, logger: Any, record: Mapping[str, Any]) -> None:
+        """The incremental tables: the spectrum (step, q, tau, alpha, f_alpha), the summary (one row per
+        snapshot, null values included) and the depths (one row per snapshot and depth)."""
         step = int(record["step"])
+        spectrum = self._table("spectrum_table", ["step", "q", "tau", "alpha", "f_alpha"])
         for q, tau, a, f in zip(record["q"], record["tau"], record["alpha"], record["f_alpha"]):
-            self._table.add_data(step, q, tau, a, f)
-        logger.experiment.log({f"{self.prefix}spectrum_table": self._table, STEP_KEY: step})
+            spectrum.add_data(step, q, tau, a, f)
+        summary = self._table("summary_table", ["step", *_SUMMARY_COLUMNS])
+        summary.add_data(step, *(float(record.get(k, math.nan)) for k in _SUMMARY_COLUMNS))
+        rows = record.get("by_depth") or []
+        payload = {f"{self.prefix}spectrum_table": spectrum, f"{self.prefix}summary_table": summary, STEP_KEY: step}
+        if rows:
+            depth = self._table("depth_table", ["step", "depth", "name", *_DEPTH_COLUMNS])
+            for row in rows:
+                depth.add_data(step, int(row["depth"]), str(row["name"]), *(float(row.get(k, math.nan)) for k in _DEPTH_COLUMNS))
+            payload[f"{self.prefix}depth_table"] = depth
+        logger.experiment.log(payload)
 
     def log_figures(self, loggers: Iterable[Any], history: Sequence[Mapping[str, Any]]) -> None:
         """Figures of the spectra so far: W&B image + f(alpha) chart, TensorBoard ``add_figure``."""
@@ -111,11 +132,18 @@ class RecordLogger:
             if not (wb or tb):
                 continue
             try:
-                from neuromfa_callback.plotting import plot_emergence, plot_spectra, plot_spectrum_evolution
+                from neuromfa_callback.plotting import (
+                    plot_depth_heatmap,
+                    plot_emergence,
+                    plot_spectra,
+                    plot_spectrum_evolution,
+                )
 
                 spectra_fig = plot_spectra(usable)
                 trend_fig = plot_emergence(usable)
                 heat_fig = plot_spectrum_evolution(usable)
+                has_depths = any(r.get("by_depth") for r in usable)
+                depth_figs = {v: plot_depth_heatmap(usable, value=v) for v in ("alpha0", "emergence")} if has_depths else {}
                 if wb:
                     import wandb
 
@@ -133,6 +161,7 @@ class RecordLogger:
                             f"{self.prefix}evolution": wandb.Image(trend_fig),
                             f"{self.prefix}spectrum_heatmap": wandb.Image(heat_fig),
                             f"{self.prefix}f_alpha_chart": chart,
+                            **{f"{self.prefix}depth_heatmap_{v}": wandb.Image(f) for v, f in depth_figs.items()},
                             STEP_KEY: step,
                         }
                     )
@@ -140,6 +169,8 @@ class RecordLogger:
                     logger.experiment.add_figure(f"{self.prefix}spectra", spectra_fig, global_step=step, close=False)
                     logger.experiment.add_figure(f"{self.prefix}evolution", trend_fig, global_step=step, close=False)
                     logger.experiment.add_figure(f"{self.prefix}spectrum_heatmap", heat_fig, global_step=step, close=False)
+                    for v, f in depth_figs.items():
+                        logger.experiment.add_figure(f"{self.prefix}depth_heatmap_{v}", f, global_step=step, close=False)
             except Exception as err:  # noqa: BLE001
                 self._fail(logger, "figures", step, err)
 

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["plot_emergence", "plot_spectra", "plot_spectrum_evolution"]
+__all__ = ["plot_depth_heatmap", "plot_emergence", "plot_spectra", "plot_spectrum_evolution"]
 
 _QUANTITY_LABEL = {"alpha": "alpha(q)", "tau": "tau(q)", "f_alpha": "f(alpha(q))"}
 _SPECTRUM_KEYS = ("q", "tau", "alpha", "f_alpha")
@@ -39,6 +39,7 @@ _STYLE = {  # raw values solid blue, scale-controlled dashed orange, validation 
     "raw": {"color": "C0", "ls": "-", "marker": "o", "ms": 3, "lw": 1.6},
     "control": {"color": "C1", "ls": "--", "marker": "s", "ms": 2.5, "lw": 1.4},
     "loss": {"color": "C2", "ls": "-", "marker": "o", "ms": 3, "lw": 1.6},
+    "null": {"color": "0.45", "ls": ":", "marker": "^", "ms": 2.5, "lw": 1.3},
 }
 
 
@@ -317,6 +318,11 @@ def plot_emergence(
         _panel(panel, steps, cols, key, f"{key} (mean)", "scale-controlled")
     axes[2].axhline(0.0, color="0.6", lw=0.8)
     _panel(axes[2], steps, cols, "emergence", "E (raw)", "E (scale-controlled)")
+    for panel, key, label in ((axes[0], "alpha0_null", "alpha0 of the null"), (axes[2], "emergence_null", "E_null")):
+        null = np.array([_scalar(r, key, required=False) for r in records])
+        if np.isfinite(null).any():
+            _line(panel, steps, null, "null", label)
+            panel.legend(fontsize=7, loc="best")
     if loss is not None:
         _line(axes[3], loss[:, 0], loss[:, 1], "loss", "validation loss")
         axes[3].set_ylabel("val loss")
@@ -397,3 +403,6 @@ def plot_spectrum_evolution(
     ax.set(xlabel="index" if by_index else "step", ylabel="q", title=f"{_QUANTITY_LABEL[quantity]} over training")
     _integer_ticks(ax.xaxis, steps, mpl)
     return _finish(fig, path)
+
+
+from neuromfa_callback._plot_depth import plot_depth_heatmap  # noqa: E402 - uses this module's helpers
