@@ -263,7 +263,10 @@ def resolve(
     if observation is None:
         observation = discover(root, example_input)
     found = find_operators(root, observation.widths)
-    for _, _, ops in found:
+    for _, mod, ops in found:
+        pieces = observation.pieces.get(id(mod))
+        if pieces and len(ops) == 1 and sum(pieces) == ops[0].n_rows:
+            ops[0].pieces = pieces  # a fused projection split in the forward pass: sampled per piece
         for op in ops:
             op.name = _strip(op.name)
             op.params = tuple(_strip(p) for p in op.params)

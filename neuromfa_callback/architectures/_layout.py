@@ -131,7 +131,8 @@ class Layout:
 
 
 def generic_sampler(node_sets: Sequence[NodeSet]) -> Callable[[int, np.random.RandomState], list[Selection]]:
-    """Per node set: ``min(S, n_in)`` input neurons, then ``min(S, rows)`` rows of each operator.
+    """Per node set: ``min(S, n_in)`` input neurons, then ``min(S, rows)`` rows of each operator (of each
+    piece of a fused projection: ``min(S, piece)`` rows per piece).
 
     Example:
         >>> lin = torch.nn.Linear(6, 4)
@@ -140,14 +141,18 @@ def generic_sampler(node_sets: Sequence[NodeSet]) -> Callable[[int, np.random.Ra
         >>> sorted(sel.cols.tolist()), sorted(sel.rows[0].tolist())
         ([0, 1, 2, 3, 4, 5], [0, 1, 2, 3])
     """
-    sizes = [(ns.n_in, [op.n_rows for op in ns.operators]) for ns in node_sets]
+    sizes = [(ns.n_in, [op.pieces or (op.n_rows,) for op in ns.operators]) for ns in node_sets]
+
+    def rows(pieces: tuple[int, ...], s: int, rng: np.random.RandomState) -> np.ndarray:
+        starts = np.cumsum((0, *pieces[:-1]))
+        return np.concatenate([start + rng.choice(n, min(s, n), replace=False) for start, n in zip(starts, pieces)])
 
     def sample(neurons_per_layer: int, rng: np.random.RandomState) -> list[Selection]:
         s = neurons_per_layer
         out = []
-        for n_in, rows in sizes:
+        for n_in, ops in sizes:
             cols = rng.choice(n_in, min(s, n_in), replace=False)
-            out.append(Selection(cols, tuple(rng.choice(r, min(s, r), replace=False) for r in rows)))
+            out.append(Selection(cols, tuple(rows(p, s, rng) for p in ops)))
         return out
 
     return sample

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from neuromfa_callback.architectures.operators import is_operator_module, linear_like
 
@@ -46,9 +47,13 @@ class Observation:
         source: how the pass came about (``"training step"``, ``"example_input"``, ...).
         covered: ``id`` of every module inside a module whose forward ran: an operator there that
             was never called is not used by the model.
+        pieces: ``id(module) -> row sizes`` when the module's output was split along its last
+            dimension (``split``/``chunk``/``tensor_split``): a fused projection (GPT-2's ``c_attn``
+            into q, k, v; a fused ``gate_up_proj``), sampled piece by piece.
     """
 
     inputs: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    pieces: dict[int, tuple[int, ...]] = field(default_factory=dict)
     order: dict[int, int] = field(default_factory=dict)
     widths: dict[int, int] = field(default_factory=dict)
     source: str = ""
@@ -78,6 +83,55 @@ def _candidate(module: torch.nn.Module) -> bool:
     return is_operator_module(module) or linear_like(module) is not None
 
 
+_SPLITS = {torch.split, torch.Tensor.split, torch.chunk, torch.Tensor.chunk, torch.tensor_split, torch.Tensor.tensor_split}
+
+
+def _split_sizes(func: Any, x: torch.Tensor, args: tuple, kwargs: dict) -> tuple[int, ...] | None:
+    """Row sizes of a split of ``x`` along its last dimension, else ``None``."""
+    how = args[1] if len(args) > 1 else kwargs.get("split_size_or_sections", kwargs.get("split_size", kwargs.get(
+        "chunks", kwargs.get("sections", kwargs.get("indices_or_sections")))))
+    dim = args[2] if len(args) > 2 else kwargs.get("dim", 0)
+    n = int(x.shape[-1]) if x.ndim else 0
+    if not x.ndim or dim not in (-1, x.ndim - 1) or how is None:
+        return None
+    name = getattr(func, "__name__", "")
+    if name == "split":
+        if isinstance(how, int):
+            return tuple(min(how, n - i) for i in range(0, n, how)) if how > 0 else None
+        return tuple(int(v) for v in how)
+    if name == "chunk" and isinstance(how, int) and how > 0:
+        size = -(-n // how)
+        return tuple(min(size, n - i) for i in range(0, n, size))
+    if name == "tensor_split" and isinstance(how, int) and how > 0:
+        return tuple(len(r) for r in torch.arange(n).tensor_split(how))
+    return None
+
+
+class _SplitWatch(TorchFunctionMode):
+    """Sees every torch function call of the observed pass; records splits of operator outputs."""
+
+    def __init__(self, recorder: DataflowRecorder) -> None:
+        super().__init__()
+        self.recorder = recorder
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        if func is torch.Tensor.__getitem__ and len(args) == 2 and isinstance(args[0], torch.Tensor):
+            owner = self.recorder._outputs.get(id(args[0]))
+            if owner is not None:
+                self.recorder._slice(owner, args[0], args[1])
+        elif func in _SPLITS and args and isinstance(args[0], torch.Tensor):
+            owner = self.recorder._outputs.get(id(args[0]))
+            if owner is not None and owner not in self.recorder.observation.pieces:
+                try:
+                    sizes = _split_sizes(func, args[0], args, kwargs)
+                except Exception:  # noqa: BLE001 - observation must never break the forward pass
+                    sizes = None
+                if sizes and len(sizes) > 1:
+                    self.recorder.observation.pieces[owner] = sizes
+        return func(*args, **kwargs)
+
+
 class DataflowRecorder:
     """Forward pre-hooks that record which tensor every weight-holding module reads.
 
@@ -96,6 +150,9 @@ class DataflowRecorder:
         self._tensors: list[torch.Tensor] = []  # kept alive so storage addresses are not reused
         self._keys: dict[tuple, int] = {}
         self._replaying = False
+        self._outputs: dict[int, int] = {}  # id(output tensor) -> id(operator module), outputs kept alive below
+        self._slices: dict[int, tuple[int, set[tuple[int, int]]]] = {}
+        self._mode: _SplitWatch | None = None
         self._handles: list[Any] = self._attach(model)
 
     def _attach(self, root: torch.nn.Module) -> list[Any]:
@@ -110,6 +167,7 @@ class DataflowRecorder:
                 continue
             if _candidate(mod):
                 handles.append(mod.register_forward_pre_hook(self._hook, with_kwargs=True))
+                handles.append(mod.register_forward_hook(self._output))
             stack.extend(reversed(list(mod.children())))
         return handles
 
@@ -128,7 +186,24 @@ class DataflowRecorder:
             self._tensors.append(t)
         return self._keys[k]
 
+    def _slice(self, owner: int, x: torch.Tensor, index: Any) -> None:
+        """``x[..., a:b]`` of an operator output: one piece of a fused projection (Phi-3's ``qkv_proj``)."""
+        if not isinstance(index, tuple) or len(index) < 2 or index[0] is not Ellipsis or not isinstance(index[-1], slice):
+            return
+        if len(index) != 2 or index[1].step not in (None, 1):
+            return
+        start, stop, _ = index[1].indices(int(x.shape[-1]))
+        self._slices.setdefault(owner, (int(x.shape[-1]), set()))[1].add((start, stop))
+
+    def _output(self, module: torch.nn.Module, args: tuple, output: Any) -> None:
+        if isinstance(output, torch.Tensor) and id(module) not in self._outputs.values():
+            self._outputs[id(output)] = id(module)
+            self._tensors.append(output)
+
     def _hook(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        if self._mode is None and self._handles and not torch.compiler.is_compiling():
+            self._mode = _SplitWatch(self)  # on from the first weight-holding call until detach()
+            self._mode.__enter__()
         obs = self.observation
         if id(module) in obs.order:
             return
@@ -161,6 +236,15 @@ class DataflowRecorder:
         for h in self._handles:
             h.remove()
         self._handles = []
+        if self._mode is not None:
+            self._mode.__exit__(None, None, None)
+            self._mode = None
+        for owner, (n, spans) in self._slices.items():
+            cuts = sorted(spans)
+            tiles = len(cuts) > 1 and cuts[0][0] == 0 and cuts[-1][1] == n and all(a[1] == b[0] for a, b in zip(cuts, cuts[1:]))
+            if tiles and owner not in self.observation.pieces:
+                self.observation.pieces[owner] = tuple(b - a for a, b in cuts)
+        self._outputs, self._slices = {}, {}
         if not self.observation.empty:
             self.observation.covered |= {id(m) for m in self._root.modules()}
         self._tensors = []

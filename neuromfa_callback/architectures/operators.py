@@ -63,6 +63,8 @@ class Operator:
         expert: index along the first axis of a 3-D parameter.
         input_slot: which input of the module this operator reads (MHA: 0 query, 1 key, 2 value);
             ``None``: not the module's input (an expert's down projection, MHA ``out_proj``).
+        pieces: row sizes of the logical pieces of a fused projection (seen split in the forward
+            pass, e.g. GPT-2's ``c_attn`` into q, k, v), sampled piece by piece; ``None``: one piece.
     """
 
     name: str
@@ -74,6 +76,7 @@ class Operator:
     row_range: tuple[int, int] | None = None
     expert: int | None = None
     input_slot: int | None = 0
+    pieces: tuple[int, ...] | None = None
     _lora: Any = field(default=None, repr=False)
 
     # ------------------------------------------------------------------------------ raw weight
