@@ -69,9 +69,8 @@ def _sniff(path: Path) -> str:
         return "torch-pickle"
     if len(head) >= 9 and int.from_bytes(head[:8], "little") + 8 <= size and head[8:9] == b"{":
         return "safetensors"
-    try:
-        text = head.decode("utf-8")
-    except UnicodeDecodeError:
+    text = head.decode("utf-8", errors="ignore")  # a character cut at byte 512 is dropped, nothing more
+    if len(text.encode("utf-8")) < len(head) - 3:
         return "unknown"
     return "text" if all(c.isprintable() or c in "\r\n\t" for c in text) else "unknown"
 
@@ -224,9 +223,9 @@ def _config_from(path: Path) -> Any:
 def _hf_class(config: Any, source: Path) -> type:
     import transformers
 
-    for name in getattr(config, "architectures", None) or []:
-        cls = getattr(transformers, name, None)
-        if cls is not None:
+    for name in getattr(config, "architectures", None) or []:  # names from an untrusted file: models only
+        cls = getattr(transformers, str(name), None)
+        if isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel):
             return cls
     try:
         return type(transformers.AutoModel.from_config(config))

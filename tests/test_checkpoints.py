@@ -164,6 +164,18 @@ def test_shape_mismatch_names_the_tensor(neox, tmp_path):
                     r"checkpoint, \((128, 64|64, 128)\) in the model", r"\+5 more")
 
 
+def test_config_architectures_name_only_model_classes(neox, tmp_path):
+    """``architectures`` comes from an untrusted file: a name that is not a model class (here the
+    ``transformers.pipeline`` function) is not called; the model comes from the config's model type."""
+    folder = _copy(neox[0], tmp_path / "model")
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["architectures"] = ["pipeline"]
+    (folder / "config.json").write_text(json.dumps(cfg))
+    model = load_model(folder)
+    assert type(model).__name__ == "GPTNeoXModel"
+    assert torch.equal(model.layers[1].mlp.dense_h_to_4h.weight, neox[1][DROPPED])
+
+
 # ---------------------------------------------------------------------------------- sharded
 def test_sharded_folder_loads_through_the_index(sharded, neox):
     """save_pretrained(max_shard_size=...) shards load back exactly."""
