@@ -304,7 +304,8 @@ def _unreadable(kind: str, tmp: Path, neox_folder: Path) -> tuple[Path, str]:
             _folder_with(tmp / "badcfg", None, {"config.json": b"{oops", "model.safetensors": weights.read_bytes()}),
             "config"),
         "index not JSON": lambda: (
-            _folder_with(tmp / "badindex", cfg, {"model.safetensors.index.json": b"[1, 2"}), "index"),
+            _folder_with(tmp / "badindex", cfg, {"model.safetensors.index.json": b"[1, 2"}),
+            r"model\.safetensors\.index\.json is not a readable shard index"),
         "unknown suffix": lambda: (_text(tmp / "weights.txt"), "unknown checkpoint kind"),
     }
     return cases[kind]()
