@@ -13,7 +13,7 @@ from neuromfa_callback.functional.emergence import emergence
 from neuromfa_callback.functional.partition import PartitionSums, RadiusGrid
 from neuromfa_callback.functional.spectrum import Spectrum, default_q, multifractal_spectrum, partition_sums
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one version source: pyproject.toml reads this literal (without importing)
 
 _LAZY = {
     "NeuronNetwork": "neuromfa_callback.functional.network",

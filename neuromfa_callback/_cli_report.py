@@ -19,6 +19,7 @@ from neuromfa_callback.history import SCALAR_KEYS
 
 __all__ = [
     "JSON_VERSION",
+    "TABLE_WIDTH",
     "check_plot_suffix",
     "check_writable",
     "csv_columns",
@@ -32,7 +33,9 @@ __all__ = [
 
 #: ``"version"`` of the ``--json`` document.
 JSON_VERSION = 1
-_PATH_WIDTH = 32
+#: Columns the ``neuromfa analyze`` table fits in.
+TABLE_WIDTH = 120
+_MIN_PATH_WIDTH = 16
 
 
 def check_writable(option: str, path: str | None) -> None:
@@ -75,11 +78,14 @@ def spectra_path(path: str | os.PathLike[str]) -> Path:
 
 
 # ------------------------------------------------------------------------------------ table
-def _num(x: Any) -> str:
-    """Six significant digits; ``nan`` for a failed value."""
-    if x is None:
-        return "nan"
-    return f"{float(x):.6g}"
+def _fixed(x: Any) -> str:
+    """Four decimals; ``nan`` for a failed value."""
+    return "nan" if x is None else f"{float(x):.4f}"
+
+
+def _sig(x: Any) -> str:
+    """Four significant digits; ``nan`` for a failed value."""
+    return "nan" if x is None else f"{float(x):.4g}"
 
 
 def _count(x: Any) -> str:
@@ -87,11 +93,11 @@ def _count(x: Any) -> str:
 
 
 def _short_paths(paths: Sequence[str]) -> list[str]:
-    """File names; ``folder/name`` where names repeat; long ones keep their tail."""
+    """File names; ``folder/name`` where names repeat."""
     names = [Path(p).name or str(p) for p in paths]
     if len(set(names)) < len(names):
         names = [Path(p).parent.name + "/" + Path(p).name for p in paths]
-    return [n if len(n) <= _PATH_WIDTH else "..." + n[-(_PATH_WIDTH - 3) :] for n in names]
+    return names
 
 
 def _pm() -> str:
@@ -103,55 +109,66 @@ def _pm() -> str:
     return "±"
 
 
-def format_table(records: Sequence[Mapping[str, Any]], *, scale_control: bool = True) -> str:
-    """The records as an aligned text table, values to six significant digits.
+def format_table(
+    records: Sequence[Mapping[str, Any]],
+    *,
+    scale_control: bool = True,
+    width: int = TABLE_WIDTH,
+    plus_minus: str | None = None,
+) -> str:
+    """The records as an aligned text table of at most ``width`` columns (unless the numbers alone are wider).
 
-    Columns: step, path, ``alpha0 ± std``, ``width ± std``, E, (with ``scale_control``:
-    ``alpha0_rms ± std``, ``width_rms ± std``, E_rms), weighted degree, ill-formed sample count
-    (and its ``_rms`` twin). A failed checkpoint shows ``nan``.
+    Columns: step, ``alpha0 ± std``, ``width ± std``, E, (with ``scale_control``: ``alpha0_rms``,
+    ``E_rms``), ``mean|w|`` (the weighted-degree baseline), ``ill-formed`` (samples with an
+    ill-formed spectrum; ``raw/rms`` with ``scale_control``) and the checkpoint's name, last, cut
+    to its tail (``...``) where the line would be too long. Values have four decimals (``mean|w|``:
+    four significant digits); the JSON and CSV outputs hold every column at full precision. A
+    failed checkpoint shows ``nan``. ``plus_minus`` defaults to ``±`` where ``sys.stdout`` can
+    encode it, else ``+-``.
 
     Example:
         >>> recs = [{"step": s, "path": f"ckpt/step_{s}", "alpha0": a, "alpha0_std": 0.01, "width": 0.6,
         ...          "width_std": 0.02, "emergence": e, "weighted_degree": 0.0151, "n_ill_formed": 0.0}
         ...         for s, a, e in [(0, 1.4, 0.0), (100, 1.25, 0.113329)]]
-        >>> print(format_table(recs, scale_control=False).replace("±", "+-"))
-        step  path      alpha0 +- std  width +- std         E  weighted_degree  ill-formed
-        ----  --------  -------------  ------------  --------  ---------------  ----------
-           0  step_0      1.4 +- 0.01   0.6 +- 0.02         0           0.0151           0
-         100  step_100   1.25 +- 0.01   0.6 +- 0.02  0.113329           0.0151           0
+        >>> print(format_table(recs, scale_control=False, plus_minus="+-"))
+        step     alpha0 +- std      width +- std       E  mean|w|  ill-formed  path
+        ----  ----------------  ----------------  ------  -------  ----------  --------
+           0  1.4000 +- 0.0100  0.6000 +- 0.0200  0.0000   0.0151           0  step_0
+         100  1.2500 +- 0.0100  0.6000 +- 0.0200  0.1133   0.0151           0  step_100
     """
-    pm = _pm()
-    pairs = [("alpha0", "alpha0_std"), ("width", "width_std")]
-    rms_pairs = [("alpha0_rms", "alpha0_rms_std"), ("width_rms", "width_rms_std")]
-    # a column: (header, key) for one value, or (header, (mean key, std key)) for "mean ± std"
-    cols: list[tuple[str, Any]] = [(f"{m} {pm} std", (m, s)) for m, s in pairs] + [("E", "emergence")]
-    if scale_control:
-        cols += [(f"{m} {pm} std", (m, s)) for m, s in rms_pairs] + [("E_rms", "emergence_rms")]
-    cols += [("weighted_degree", "weighted_degree"), ("ill-formed", "n_ill_formed")]
-    if scale_control:
-        cols.append(("ill-formed_rms", "n_ill_formed_rms"))
+    pm = _pm() if plus_minus is None else plus_minus
 
-    def cell(rec: Mapping[str, Any], key: Any) -> Any:
-        if isinstance(key, tuple):
-            return (_num(rec.get(key[0])), _num(rec.get(key[1])))
-        return _count(rec.get(key)) if key.startswith("n_") else _num(rec.get(key))
+    def mean_std(rec: Mapping[str, Any], mean: str) -> str:
+        return f"{_fixed(rec.get(mean))} {pm} {_fixed(rec.get(mean + '_std'))}"
 
-    raw = [[cell(rec, key) for _, key in cols] for rec in records]
-    for j, (_, key) in enumerate(cols):  # align "mean ± std" on the ±
-        if isinstance(key, tuple) and raw:
-            mw = max(len(r[j][0]) for r in raw)
-            sw = max(len(r[j][1]) for r in raw)
-            for r in raw:
-                r[j] = f"{r[j][0].rjust(mw)} {pm} {r[j][1].ljust(sw)}"
-    head = ["step", "path", *(h for h, _ in cols)]
-    shorts = _short_paths([str(rec["path"]) for rec in records])
-    rows = [[str(rec["step"]), short, *r] for rec, short, r in zip(records, shorts, raw)]
+    def ill(rec: Mapping[str, Any]) -> str:
+        raw = _count(rec.get("n_ill_formed"))
+        return f"{raw}/{_count(rec.get('n_ill_formed_rms'))}" if scale_control else raw
+
+    cols: list[tuple[str, Any]] = [
+        ("step", lambda r: str(r["step"])),
+        (f"alpha0 {pm} std", lambda r: mean_std(r, "alpha0")),
+        (f"width {pm} std", lambda r: mean_std(r, "width")),
+        ("E", lambda r: _fixed(r.get("emergence"))),
+    ]
+    if scale_control:
+        cols += [("alpha0_rms", lambda r: _fixed(r.get("alpha0_rms"))), ("E_rms", lambda r: _fixed(r.get("emergence_rms")))]
+    cols += [("mean|w|", lambda r: _sig(r.get("weighted_degree"))), ("ill-formed", ill)]
+    head = [h for h, _ in cols]
+    rows = [[cell(rec) for _, cell in cols] for rec in records]
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    room = max(_MIN_PATH_WIDTH, width - sum(widths) - 2 * len(widths))
+    names = [n if len(n) <= room else "..." + n[-(room - 3) :] for n in _short_paths([str(r["path"]) for r in records])]
+    path_width = max(len(n) for n in ["path", *names])
 
     def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.ljust(w) if i == 1 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+        return "  ".join([*(c.rjust(w) for c, w in zip(cells, widths)), cells[-1].ljust(path_width)]).rstrip()
 
-    return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, rows)])
+    return "\n".join([
+        line([*head, "path"]),
+        line(["-" * w for w in [*widths, path_width]]),
+        *(line([*r, n]) for r, n in zip(rows, names)),
+    ])
 
 
 # ---------------------------------------------------------------------------------- files
@@ -194,8 +211,8 @@ def write_plots(path: str | os.PathLike[str], records: Sequence[Mapping[str, Any
 
 
 # ------------------------------------------------------------------------------------- W&B
-def log_wandb(records: Sequence[Mapping[str, Any]], options: Mapping[str, Any], *, project: str) -> str:
-    """Log the series to a new W&B run, as the training callback would; returns the run directory.
+def log_wandb(records: Sequence[Mapping[str, Any]], options: Mapping[str, Any], *, project: str) -> Path:
+    """Log the series to a new W&B run, as the training callback would; returns the run's directory.
 
     Each record's scalars go under the callback's names (``neuromfa/alpha0``, ...,
     ``neuromfa/emergence``) with ``trainer/global_step`` = its step (the step metric of the
@@ -234,6 +251,6 @@ def log_wandb(records: Sequence[Mapping[str, Any]], options: Mapping[str, Any], 
             }
         )
         exit_code = 0
-        return str(run.dir)
+        return Path(run.dir).parent  # run.dir is the run directory's files/ folder
     finally:
         run.finish(exit_code=exit_code)

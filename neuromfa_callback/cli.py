@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "PATH: a Hugging Face model folder, a .safetensors file, or a Lightning .ckpt.",
         epilog="--plot out.png writes the alpha0/width/E panels to out.png and the f(alpha) spectra to "
                "out_spectra.png. --wandb logs to project --wandb-project, offline unless W&B is configured "
-               "(WANDB_MODE, WANDB_API_KEY or `wandb login`); the run goes under WANDB_DIR. JSON NaN marks a failed checkpoint.",
+               "(WANDB_MODE, WANDB_API_KEY or `wandb login`); the run goes under WANDB_DIR. JSON NaN marks a failed checkpoint. "
+               "Every file written is listed on stderr at the end (not with --quiet).",
     )
     an.add_argument("paths", nargs="+", metavar="PATH", help="checkpoints, oldest first")
     opts = an.add_argument_group("analysis (as NeuroMFACallback)")
@@ -327,16 +328,24 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     meta = {**options, "scale_control": args.scale_control, "scale_rms": 0.02,
             "model_class": args.model_class, "config": args.config}
     print(report.format_table(records, scale_control=args.scale_control))
+    written: list[str] = []  # listed on stderr at the end, one line each
     if args.json:
         report.write_json(args.json, records, meta)
+        written.append(args.json)
     if args.csv:
         report.write_csv(args.csv, records)
+        written.append(args.csv)
     if args.plot:
-        written = report.write_plots(args.plot, records)
-        if not args.quiet:
-            print(f"{PROG}: wrote {', '.join(map(str, written))}", file=sys.stderr)
+        written += map(str, report.write_plots(args.plot, records))
     if args.wandb:
-        report.log_wandb(records, meta, project=args.wandb_project)
+        from neuromfa_callback._wandb import wandb_mode
+
+        run_dir = report.log_wandb(records, meta, project=args.wandb_project)
+        offline = f"; offline: upload it with `wandb sync {run_dir}`" if wandb_mode() == "offline" else ""
+        written.append(f"{run_dir} (the W&B run{offline})")
+    if not args.quiet:
+        for item in written:
+            print(f"{PROG}: wrote {item}", file=sys.stderr)
     return 0
 
 

@@ -44,13 +44,19 @@ _STYLE = {  # raw values solid blue, scale-controlled dashed orange, validation 
 
 
 def _matplotlib() -> Any:
-    """Import matplotlib (and the submodules used here) or raise with the install command."""
+    """Import matplotlib (and the submodules used here) or raise with the install command.
+
+    pyplot too: ``wandb.Image(fig)`` compares its argument with ``matplotlib.pyplot``, which fails
+    where nothing imported pyplot (``neuromfa analyze --wandb`` from a shell). No backend is chosen
+    here; matplotlib takes Agg without a display, and these figures are saved, never shown.
+    """
     try:
         import matplotlib
         import matplotlib.axes
         import matplotlib.cm
         import matplotlib.colors
         import matplotlib.figure
+        import matplotlib.pyplot
         import matplotlib.ticker
     except ImportError as err:
         raise ImportError("neuromfa_callback.plotting needs matplotlib: pip install matplotlib") from err

@@ -1,4 +1,4 @@
-"""The ``neuromfa`` console script, called in-process through ``main([...])`` (one subprocess test).
+"""The ``neuromfa`` console script: in-process through ``main([...])``, and as a new process from a plain shell.
 
 Checkpoints are tiny models built from configs in temporary folders (no download). Analyses use
 ``--samples 2 --neurons-per-layer 16`` to stay fast; the options are passed identically to the
@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import neuromfa_callback
 from neuromfa_callback import __version__
 from neuromfa_callback.analysis import analyze_model
 from neuromfa_callback.checkpoints import load_model
@@ -134,18 +135,20 @@ def test_analyze_emergence_equals_direct_analysis(analyzed, hf_series):
 
 
 def test_analyze_table_and_csv(analyzed):
-    """The table prints every step and the values to six significant digits; the CSV has the scalar columns."""
-    lines = analyzed["stdout"].strip().splitlines()
-    assert lines[0].split()[:3] == ["step", "path", "alpha0"]
-    assert "E_rms" in lines[0] and "weighted_degree" in lines[0] and "ill-formed" in lines[0]
+    """The table prints every step, the values to four decimals and the path last; the CSV has the scalar columns."""
+    lines = analyzed["stdout"].replace("+-", "±").strip().splitlines()  # "+-" where stdout cannot encode "±"
+    assert lines[0].split() == ["step", "alpha0", "±", "std", "width", "±", "std", "E", "alpha0_rms", "E_rms",
+                                "mean|w|", "ill-formed", "path"]
     rows = lines[2:]
     recs = analyzed["doc"]["checkpoints"]
     assert [int(r.split()[0]) for r in rows] == [0, 100, 200]
     for row, rec in zip(rows, recs):
         cells = row.split()
-        assert cells[1] == Path(rec["path"]).name
-        assert float(cells[2]) == pytest.approx(rec["alpha0"], rel=5e-6)
-        assert f"{rec['emergence']:.6g}" in cells
+        assert cells[-1] == Path(rec["path"]).name
+        assert cells[1:4] == [f"{rec['alpha0']:.4f}", "±", f"{rec['alpha0_std']:.4f}"]
+        assert cells[4:7] == [f"{rec['width']:.4f}", "±", f"{rec['width_std']:.4f}"]
+        assert cells[7:10] == [f"{rec['emergence']:.4f}", f"{rec['alpha0_rms']:.4f}", f"{rec['emergence_rms']:.4f}"]
+        assert cells[10:12] == [f"{rec['weighted_degree']:.4g}", f"{rec['n_ill_formed']:.0f}/{rec['n_ill_formed_rms']:.0f}"]
     with open(analyzed["files"]["csv"], newline="") as fh:
         reader = csv.DictReader(fh)
         table = list(reader)
@@ -372,3 +375,111 @@ def test_console_script_help():
     proc = subprocess.run([*cmd, "--help"], capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("usage: neuromfa") and "analyze" in proc.stdout and "describe" in proc.stdout
+
+
+# ------------------------------------------------------------------ the command in a fresh process
+PACKAGE_ROOT = Path(neuromfa_callback.__file__).resolve().parents[1]
+
+
+def run_cli(args: list, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    """``python -m neuromfa_callback.cli ARGS`` in a new process with a plain shell's environment.
+
+    Only PATH, HOME and the locale are inherited (no DISPLAY, no MPLBACKEND, no WANDB_* of the
+    caller) and nothing pytest imported leaks in; PYTHONPATH points at the package under test.
+    """
+    plain = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR") if k in os.environ}
+    plain.update(PYTHONPATH=str(PACKAGE_ROOT), HF_HUB_OFFLINE="1", **env)
+    cmd = [sys.executable, "-m", "neuromfa_callback.cli", *map(str, args)]
+    return subprocess.run(cmd, cwd=cwd, env=plain, capture_output=True, text=True, timeout=600)
+
+
+LONG_STEPS = [0, 100, 200, 5_000, 20_000, 143_000, 1_000_000, 1_234_567, 2_000_000, 9_999_999, 10_000_000, 12_345_678]
+
+
+@pytest.fixture(scope="module")
+def shell_run(hf_series, tmp_path_factory) -> dict:
+    """One ``neuromfa analyze`` of 12 checkpoints with long paths and every output, from a plain shell.
+
+    The 12 are links to the three ``hf_series`` folders, under a 70-character folder name and
+    60-character names with up to eight-digit steps, the worst case for the table's width.
+    """
+    root = tmp_path_factory.mktemp("shell")
+    deep = root / ("experiments_" + "long_descriptive_folder_name_" * 2) / "pythia_tiny_lr3e-4_warmup100_seed0"
+    deep.mkdir(parents=True)
+    paths = []
+    for i, step in enumerate(LONG_STEPS):
+        link = deep / f"run_with_a_rather_long_and_descriptive_name_checkpoint-{step}"
+        link.symlink_to(hf_series[i % 3], target_is_directory=True)
+        paths.append(link)
+    out = root / "out"
+    out.mkdir()
+    files = {"json": out / "series.json", "csv": out / "series.csv", "plot": out / "series.png"}
+    proc = run_cli(["analyze", *paths, *FAST, *(f"--{k}={v}" for k, v in files.items()), "--wandb"], cwd=root,
+                   WANDB_MODE="offline", WANDB_DIR=str(root), WANDB_SILENT="true")
+    doc = json.loads(files["json"].read_text()) if files["json"].exists() else None
+    return {"proc": proc, "paths": paths, "files": files, "root": root, "doc": doc}
+
+
+def test_shell_wandb_run(shell_run):
+    """--wandb from a plain shell (no pyplot imported beforehand): exit 0, and the run holds E at every step."""
+    proc = shell_run["proc"]
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr and "pyplot" not in proc.stderr
+    (run_dir,) = (shell_run["root"] / "wandb").glob("offline-run-*")
+    from tests.helpers.wandb_reader import images, read_records, scalars, wait_for_run_file
+
+    records = read_records(wait_for_run_file(shell_run["root"]))
+    recs = shell_run["doc"]["checkpoints"]
+    assert scalars(records, "neuromfa/emergence", step_key="trainer/global_step") == [
+        (r["step"], pytest.approx(r["emergence"], abs=1e-12)) for r in recs
+    ]
+    assert {"neuromfa/evolution", "neuromfa/spectra"} <= set(images(records))
+
+
+def test_shell_lists_every_file_written(shell_run):
+    """The last lines on stderr name every file written: JSON, CSV, both figures and the W&B run directory."""
+    proc = shell_run["proc"]
+    assert proc.returncode == 0, proc.stderr
+    files = shell_run["files"]
+    (run_dir,) = (shell_run["root"] / "wandb").glob("offline-run-*")
+    expected = [files["json"], files["csv"], files["plot"], files["plot"].with_name("series_spectra.png"), run_dir]
+    tail = proc.stderr.strip().splitlines()[-len(expected):]
+    assert [line.split(" ", 2)[:2] for line in tail] == [["neuromfa:", "wrote"]] * len(expected), proc.stderr
+    listed = [Path(line.split(" ", 2)[2].split(" (")[0]) for line in tail]
+    assert [p.resolve() for p in listed] == [p.resolve() for p in expected]
+    assert all(p.exists() for p in listed)
+    assert "wandb sync" in tail[-1]  # how to upload the offline run
+    assert "neuromfa: wrote" not in proc.stdout  # stdout holds the table only
+
+
+def test_shell_table_fits_120_columns(shell_run):
+    """12 checkpoints, long paths, 8-digit steps: every line of the table fits 120 columns and the values are right."""
+    proc = shell_run["proc"]
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.rstrip("\n").splitlines()
+    assert len(lines) == 2 + len(LONG_STEPS)
+    assert max(len(line) for line in lines) <= 120, "\n" + proc.stdout
+    recs = shell_run["doc"]["checkpoints"]
+    for line, rec, path in zip(lines[2:], recs, shell_run["paths"]):
+        cells = line.split()
+        assert int(cells[0]) == rec["step"]
+        assert cells[1] == f"{rec['alpha0']:.4f}" and cells[7] == f"{rec['emergence']:.4f}"
+        assert cells[-1].startswith("...") and path.name.endswith(cells[-1][3:])  # the tail, with the step
+
+
+def test_format_table_width_worst_case():
+    """Negative E, NaN (a failed checkpoint), large values and 200-character paths still fit 120 columns."""
+    from neuromfa_callback._cli_report import format_table
+
+    long = "/data/" + "x" * 150 + "/checkpoint-{}"
+    recs = [{"step": s, "path": long.format(s), "alpha0": a, "alpha0_std": 0.0123, "width": 0.6543,
+             "width_std": 0.0456, "emergence": e, "alpha0_rms": 1.4162, "alpha0_rms_std": 0.01, "width_rms": 0.7,
+             "width_rms_std": 0.02, "emergence_rms": -0.0195, "weighted_degree": 0.03515, "weighted_degree_rms": 0.02,
+             "n_ill_formed": n, "n_ill_formed_rms": 0.0}
+            for s, a, e, n in [(0, 1.4407, 0.0, 0.0), (99_999_999, 12.25, -10.5, 10.0), (100_000_000, None, None, None)]]
+    for scale_control in (True, False):
+        text = format_table(recs, scale_control=scale_control)
+        assert max(map(len, text.splitlines())) <= 120, "\n" + text
+        last = text.splitlines()[-1].split()
+        assert last[0] == "100000000" and last[1] == "nan" and last[-1].endswith("checkpoint-100000000")
+    assert "-10.5000" in text
