@@ -76,7 +76,7 @@ class ModelDescription(list):
         where = f" at `{self.path}`" if self.path else ""
         head = (
             f"{type(lay.model).__name__}{where}: {len(lay.node_sets)} node sets in {len(lay.depth_names)} depths "
-            f"({lay.family} sampling; node sets from: {lay.source}); the network uses {self.coverage:.1%} of "
+            f"({lay.family} sampling; node sets from: {lay.source})\nthe network uses {self.coverage:.1%} of the "
             f"{self.considered_elements:,} weight elements (embeddings and unembeddings aside)"
         )
         rows = [("depth", "node set (operators sharing input neurons)", "inputs", "out-edges/node")]
@@ -88,9 +88,9 @@ class ModelDescription(list):
 
 
 def _table(rows: list[tuple[str, ...]]) -> list[str]:
-    widths = [min(max(len(r[i]) for r in rows), 72) for i in range(len(rows[0]))]
+    widths = [min(max(len(r[i]) for r in rows), 64) for i in range(len(rows[0]))]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    return [fmt.format(*[c if len(c) <= 72 else c[:69] + "..." for c in r]).rstrip() for r in rows]
+    return [fmt.format(*[c if len(c) <= 64 else c[:61] + "..." for c in r]).rstrip() for r in rows]
 
 
 def _skip_reason(model: torch.nn.Module, name: str, param: torch.Tensor, tied_to: str | None) -> str:
@@ -128,7 +128,7 @@ def describe(model: Any, architecture: str = "auto", *, module: Any = None, exam
         >>> [(m.name, m.used, m.reason) for m in d][:3]
         [('0.weight', True, 'node set 0.weight'), ('0.bias', False, 'bias'), ('1.weight', False, 'norm')]
         >>> d.coverage, print(str(d).splitlines()[0])
-        Sequential: 2 node sets in 2 depths (generic sampling; node sets from: guessed input: float batch (2, 8)); the network uses 100.0% of 192 weight elements (embeddings and unembeddings aside)
+        Sequential: 2 node sets in 2 depths (generic sampling; node sets from: guessed input: float batch (2, 8))
         (1.0, None)
     """
     from neuromfa_callback.architectures import resolve

@@ -207,18 +207,20 @@ def test_lightning_ckpt(tmp_path):
     assert rec["alpha0"] == pytest.approx(analyze_model(lm.model, **ANALYSIS).alpha0_mean, abs=1e-12)
 
 
-def test_describe_lists_used_and_skipped(hf_series, capsys):
-    """describe prints the used matrices (with roles) and the skipped ones (with reasons)."""
+def test_describe_lists_node_sets_and_skipped(hf_series, capsys):
+    """describe prints the node sets (with depths and sizes), the coverage, and the skipped parameters with reasons."""
     assert main(["describe", str(hf_series[0])]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("gpt_neox model")
-    assert "8 of 28 parameters are network matrices" in out
-    qkv = next(line for line in out.splitlines() if line.startswith("gpt_neox.layers.0.attention.query_key_value.weight"))
-    assert "yes" in qkv.split() and "attention_in" in qkv
-    rows = {line.split()[0]: line for line in out.splitlines()[3:]}
-    assert rows["gpt_neox.embed_in.weight"].split()[2:] == ["no", "embedding"]
-    assert rows["gpt_neox.layers.0.attention.dense.bias"].split()[2:] == ["no", "bias"]
-    assert rows["lm_head.weight"].split()[2:] == ["no", "unembedding"]
+    head = out.splitlines()[0]
+    assert head.startswith("GPTNeoXForCausalLM: 8 node sets in 2 depths (gpt_neox sampling")
+    assert out.splitlines()[1].startswith("the network uses 100.0% of")
+    qkv = next(line for line in out.splitlines() if "gpt_neox.layers.0.attention.query_key_value.weight" in line)
+    assert qkv.split()[:2] == ["0", "gpt_neox.layers.0"] and qkv.split()[-2:] == ["64", "192"]
+    skipped = {line.split()[0]: line for line in out.split("skipped parameters")[1].splitlines()[2:]}
+    assert skipped["gpt_neox.embed_in.weight"].endswith("embedding")
+    assert skipped["gpt_neox.layers.0.attention.dense.bias"].endswith("bias")
+    assert skipped["lm_head.weight"].endswith("unembedding (output embedding)")
+    assert max(len(line) for line in out.splitlines()) <= 120
 
 
 def test_bad_path_is_one_line(tmp_path, hf_series, capsys):
@@ -234,30 +236,48 @@ def test_bad_path_is_one_line(tmp_path, hf_series, capsys):
 
 @pytest.fixture
 def conv_ckpt(tmp_path) -> tuple[Path, list[str]]:
-    conv = torch.nn.Conv2d(1, 2, 3)
+    conv = torch.nn.Conv2d(16, 32, 3)
     path = tmp_path / "conv.ckpt"
-    hparams = {"in_channels": 1, "out_channels": 2, "kernel_size": 3}
+    hparams = {"in_channels": 16, "out_channels": 32, "kernel_size": 3}
     torch.save({"state_dict": conv.state_dict(), "hyper_parameters": hparams}, path)
-    return path, ["--model-class", "torch.nn:Conv2d"]
+    return path, ["--model-class", "torch.nn:Conv2d", "--threshold", "1000"]
 
 
 @pytest.fixture
 def t5_folder(tmp_path) -> tuple[Path, list[str]]:
     import transformers
 
-    cfg = transformers.T5Config(d_model=16, d_ff=32, num_layers=1, num_heads=2, d_kv=8, vocab_size=32)
+    cfg = transformers.T5Config(d_model=64, d_ff=128, num_layers=2, num_heads=4, d_kv=16, vocab_size=32)
     transformers.T5Model(cfg).save_pretrained(tmp_path / "t5")
     return tmp_path / "t5", []
 
 
-@pytest.mark.parametrize("command", ["analyze", "describe"])
+@pytest.fixture
+def embedding_ckpt(tmp_path) -> tuple[Path, list[str]]:
+    emb = torch.nn.Embedding(10, 4)
+    path = tmp_path / "emb.ckpt"
+    torch.save({"state_dict": emb.state_dict(), "hyper_parameters": {"num_embeddings": 10, "embedding_dim": 4}}, path)
+    return path, ["--model-class", "torch.nn:Embedding"]
+
+
 @pytest.mark.parametrize("case", ["conv_ckpt", "t5_folder"])
-def test_unknown_architecture(case, command, request, capsys):
-    """A model family we do not support: exit 1 and one line saying so."""
+def test_models_beyond_the_old_families_are_analysed(case, request, capsys):
+    """A bare convolution and an encoder-decoder (both refused before the general path): exit 0, finite values."""
     path, extra = request.getfixturevalue(case)
-    capsys.readouterr()  # drop what building the fixture printed
+    capsys.readouterr()
+    assert main(["analyze", str(path), *extra, "--samples", "2", "--quiet"]) == 0
+    row = capsys.readouterr().out.splitlines()[2].split()
+    assert row[0] == "0" and math.isfinite(float(row[1]))
+    assert main(["describe", str(path), *extra[:2]]) == 0
+    assert "node sets" in capsys.readouterr().out.splitlines()[0]
+
+
+@pytest.mark.parametrize("command", ["analyze", "describe"])
+def test_model_without_weight_operator(embedding_ckpt, command, capsys):
+    """Nothing to analyse (an embedding alone): exit 1 and one line saying so, with the remedy."""
+    path, extra = embedding_ckpt
     assert main([command, str(path), *extra]) == 1
-    assert_one_error_line(capsys.readouterr().err, str(path), "Unsupported model", "supported families")
+    assert_one_error_line(capsys.readouterr().err, str(path), "has no weight operator", "module=")
 
 
 class _Payload:
