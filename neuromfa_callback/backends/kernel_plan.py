@@ -123,7 +123,7 @@ def launch_grid(kind: str, n_bins: int, n_items: int, n_q: int = 1, multiprocess
 
     Example:
         >>> launch_grid("hist", 150, 10)
-        Launch(grid=(10, 1), block=256, shared_mem=40648)
+        Launch(grid=(10, 1), block=256, shared_mem=41056)
         >>> launch_grid("accumulate", 150, 10_000, n_q=61, multiprocessors=132)
         Launch(grid=(229, 1), block=160, shared_mem=0)
     """

@@ -170,8 +170,9 @@ class NeuronNetwork:
         Args:
             q, threshold, decimals, min_neighbours: as for
                 :func:`~neuromfa_callback.functional.spectrum.multifractal_spectrum`.
-            backend: ``"auto"`` (weights on CPU: ``"numpy"``; on CUDA: the engine's CUDA choice),
-                ``"numpy"``, ``"torch"`` or ``"cupy"``.
+            backend: ``"auto"`` (weights on CPU: ``"numpy"``; on CUDA: ``"cupy"`` once the kernel passed its
+                self-check there, else ``"torch"``), ``"numpy"``, ``"torch"`` or ``"cupy"`` (the kernel reads
+                the weight matrices in place, in their dtype).
 
         Returns:
             :class:`PartitionSums`, equal to the partition sums of :attr:`indptr`/:attr:`distances`.
@@ -188,8 +189,13 @@ class NeuronNetwork:
             True
         """
         q, grid, min_neighbours = _validated_params(q, threshold, decimals, min_neighbours, backend)
-        from neuromfa_callback.backends import compute_partition
+        from neuromfa_callback.backends import check_backend, compute_partition
 
+        if check_backend(backend, self.device) == "cupy":  # the kernel reads the weights in place
+            from neuromfa_callback.backends.cupy_backend import partition_blocks_cupy
+
+            self.synchronize()
+            return partition_blocks_cupy(self.blocks, q, grid, min_neighbours)
         total = PartitionSums.empty(q, grid, min_neighbours, backend=backend)
         pending: list[Any] = []
         size = 0
