@@ -141,14 +141,14 @@ class CupyRunner:
     def __init__(self, device: Any) -> None:
         torch = _torch()
         self.cupy = require_cupy()
-        self.device = torch.device(device)
-        self.index = self.device.index if self.device.index is not None else torch.cuda.current_device()
+        device = torch.device(device)
+        self.index = device.index if device.index is not None else torch.cuda.current_device()
         self.device = torch.device("cuda", self.index)
         self.multiprocessors = torch.cuda.get_device_properties(self.index).multi_processor_count
-        self._alive: list[Any] = []
-
-    def _dtype(self, dtype: Any) -> Any:
-        return getattr(_torch(), _NUMPY_TO_TORCH[np.dtype(dtype).name])
+        with self.cupy.cuda.Device(self.index):
+            self.stream = self.cupy.cuda.ExternalStream(torch.cuda.current_stream(self.device).cuda_stream, self.index)
+        self._views: dict[tuple[int, int], tuple[Any, Any]] = {}  # (id, data_ptr) -> (tensor, CuPy view)
+        self._kernels: dict[str, Any] = {}
 
     def upload(self, array: np.ndarray) -> Any:
         a = np.ascontiguousarray(array)
@@ -156,28 +156,29 @@ class CupyRunner:
         return _torch().from_numpy(a).to(self.device)
 
     def zeros(self, n: int, dtype: Any) -> Any:
-        return _torch().zeros(int(n), dtype=self._dtype(dtype), device=self.device)
+        return _torch().zeros(int(n), dtype=getattr(_torch(), _NUMPY_TO_TORCH[np.dtype(dtype).name]), device=self.device)
 
     def _view(self, t: Any) -> Any:
-        torch = _torch()
-        if t.dtype in (torch.bfloat16, torch.float16):
-            t = t.view(torch.int16)  # CuPy has no bfloat16: the kernel reads the raw 16-bit patterns
-        view = self.cupy.from_dlpack(t)
-        self._alive.append(view)
-        return view
+        """Zero-copy CuPy view of a CUDA tensor through DLPack (cached for the runner's lifetime)."""
+        key = (id(t), t.data_ptr())
+        if key not in self._views:
+            torch = _torch()
+            src = t.detach()  # parameters require grad; DLPack refuses those (no copy either way)
+            src = src.view(torch.int16) if src.dtype in (torch.bfloat16, torch.float16) else src  # CuPy has no bf16
+            with self.cupy.cuda.Device(self.index), self.stream:
+                self._views[key] = (t, self.cupy.from_dlpack(src))
+        return self._views[key][1]
 
     def pointer(self, t: Any) -> int:
         return int(self._view(t).data.ptr)
 
     def launch(self, name: str, launch: Any, args: Sequence[Any]) -> None:
         torch = _torch()
-        cupy = self.cupy
-        with cupy.cuda.Device(self.index):
-            stream = cupy.cuda.ExternalStream(torch.cuda.current_stream(self.device).cuda_stream, self.index)
-            with stream:
-                kernel = _module(self.index).get_function(name)
-                conv = tuple(self._view(a) if isinstance(a, torch.Tensor) else a for a in args)
-                kernel(launch.grid, (launch.block,), conv, shared_mem=launch.shared_mem)
+        conv = tuple(self._view(a) if isinstance(a, torch.Tensor) else a for a in args)
+        with self.cupy.cuda.Device(self.index), self.stream:
+            if name not in self._kernels:
+                self._kernels[name] = _module(self.index).get_function(name)  # compiled on first use per device
+            self._kernels[name](launch.grid, (launch.block,), conv, shared_mem=launch.shared_mem)
 
     def sum0(self, buffer: Any, shape: tuple[int, ...]) -> np.ndarray:
         return buffer.view(shape).sum(0).cpu().numpy()

@@ -125,14 +125,17 @@ def launch_grid(kind: str, n_bins: int, n_items: int, n_q: int = 1, multiprocess
         >>> launch_grid("hist", 150, 10)
         Launch(grid=(10, 1), block=256, shared_mem=41056)
         >>> launch_grid("accumulate", 150, 10_000, n_q=61, multiprocessors=132)
-        Launch(grid=(229, 1), block=160, shared_mem=0)
+        Launch(grid=(132, 1), block=160, shared_mem=0)
     """
     if kind == "hist":
         return Launch((max(1, n_items), 1), THREADS, _smem(n_bins, tile_width(n_bins)))
     if kind == "accumulate":
         block = min(256, -(-n_bins // 32) * 32)
         cap = max(1, ZPART_BYTES // (n_bins * max(n_q, 1) * 8))
-        gx = max(1, min(n_items, 4 * max(multiprocessors, 1), cap))
+        sms = max(multiprocessors, 1)
+        gx = max(1, min(n_items, 4 * sms, cap))
+        if gx > sms:
+            gx -= gx % sms  # whole waves
         return Launch((gx, -(-n_bins // block)), block, 0)
     raise ValueError(f"Expected `kind` to be 'hist' or 'accumulate', got {kind!r}")
 
