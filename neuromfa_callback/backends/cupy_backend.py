@@ -158,6 +158,14 @@ class CupyRunner:
     def zeros(self, n: int, dtype: Any) -> Any:
         return _torch().zeros(int(n), dtype=getattr(_torch(), _NUMPY_TO_TORCH[np.dtype(dtype).name]), device=self.device)
 
+    def empty(self, n: int, dtype: Any) -> Any:
+        return _torch().empty(int(n), dtype=getattr(_torch(), _NUMPY_TO_TORCH[np.dtype(dtype).name]), device=self.device)
+
+    @property
+    def cache_key(self) -> tuple[str, int]:
+        """Device tables of a plan are kept per device."""
+        return ("cuda", self.index)
+
     def _view(self, t: Any) -> Any:
         """Zero-copy CuPy view of a CUDA tensor through DLPack (cached for the runner's lifetime)."""
         key = (id(t), t.data_ptr())

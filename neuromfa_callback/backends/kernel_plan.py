@@ -4,7 +4,7 @@ Pure NumPy. It drives the kernels through a *runner*, an object with
 
 - ``multiprocessors`` (int): used to size the accumulation grid;
 - ``upload(array)`` -> buffer: a device copy of a NumPy array;
-- ``zeros(n, dtype)`` -> buffer: ``n`` zeros (NumPy dtype) on the device;
+- ``zeros(n, dtype)`` / ``empty(n, dtype)`` -> buffer: ``n`` zeros / uninitialised values (NumPy dtype);
 - ``launch(name, launch, args)``: run kernel ``name`` with a :class:`Launch`; ``args`` are buffers and
   NumPy scalars (``np.int32``, ``np.int64``, ``np.float64``) in the kernel's order;
 - ``sum0(buffer, shape)`` -> ``np.ndarray``: the buffer viewed as ``shape``, summed over axis 0, on the host.
@@ -21,21 +21,23 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from neuromfa_callback.backends.binning import float32_bin_edges
+from neuromfa_callback.backends.binning import bin_tables
 from neuromfa_callback.functional.partition import PartitionSums, RadiusGrid
 
 __all__ = [
     "KERNEL_FILE",
     "KERNEL_NAMES",
+    "DensePlan",
     "Launch",
     "Matrix",
     "NVRTC_OPTIONS",
+    "dense_plan",
     "kernel_source",
     "launch_grid",
     "run_csr",
@@ -140,11 +142,6 @@ def launch_grid(kind: str, n_bins: int, n_items: int, n_q: int = 1, multiprocess
     raise ValueError(f"Expected `kind` to be 'hist' or 'accumulate', got {kind!r}")
 
 
-@functools.lru_cache(maxsize=256)
-def _edge_table(grid: RadiusGrid, factor: float) -> np.ndarray:
-    return float32_bin_edges(grid, factor).table()
-
-
 def _q_layout(q: np.ndarray) -> tuple[int, int, float]:
     """(index of q = 0, uniform flag, step): on a uniform grid the kernel uses running products."""
     z0 = int(np.flatnonzero(q == 0.0)[0])
@@ -154,21 +151,24 @@ def _q_layout(q: np.ndarray) -> tuple[int, int, float]:
     return z0, int(uniform), float(dq)
 
 
-def _tiles(groups: Sequence[tuple[int, int, int]], nt: int, rows_cap: int) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+def _tiles(groups: np.ndarray, nt: int, rows_cap: int) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
     """Tile table ``(seg_begin, seg_end, col0, ncols, row_out)`` for groups ``(seg_begin, seg_end, n_nodes)``, and
-    its chunks ``(first tile, tiles, rows)``: at most ``rows_cap`` nodes each, ``row_out`` counted per chunk."""
-    table, chunks, first, rows = [], [], 0, 0
-    for sb, se, n in groups:
-        for c0 in range(0, n, nt):
-            w = min(nt, n - c0)
-            if rows + w > rows_cap:
-                chunks.append((first, len(table) - first, rows))
-                first, rows = len(table), 0
-            table.append((sb, se, c0, w, rows))
-            rows += w
-    if rows:
-        chunks.append((first, len(table) - first, rows))
-    return np.array(table, dtype=np.int64).reshape(-1, _TILE_FIELDS), chunks
+    its chunks ``(first tile, tiles, rows)`` of at most ``rows_cap // nt`` tiles; ``row_out`` counts per chunk."""
+    g = np.asarray(groups, dtype=np.int64).reshape(-1, 3)
+    per_group = -(-g[:, 2] // nt)
+    gi = np.repeat(np.arange(g.shape[0]), per_group)
+    first_of_group = np.cumsum(per_group) - per_group
+    col0 = (np.arange(gi.size) - first_of_group[gi]) * nt
+    width = np.minimum(nt, g[gi, 2] - col0)
+    per_chunk = max(1, rows_cap // nt)
+    chunk = np.arange(gi.size) // per_chunk
+    before = np.cumsum(width) - width
+    starts = np.arange(0, gi.size, per_chunk)
+    row_out = before - before[starts][chunk]
+    table = np.stack([g[gi, 0], g[gi, 1], col0, width, row_out], axis=1).astype(np.int64)
+    rows = np.add.reduceat(width, starts) if gi.size else np.zeros(0, dtype=np.int64)
+    chunks = [(int(t), int(min(per_chunk, gi.size - t)), int(r)) for t, r in zip(starts, rows)]
+    return table.reshape(-1, _TILE_FIELDS), chunks
 
 
 class _Sums:
@@ -223,6 +223,58 @@ def _grid_args(grid: RadiusGrid, nt: int, min_neighbours: int) -> list[Any]:
             np.float64(grid.scale), np.float64(grid.threshold), np.int32(grid.decimals)]
 
 
+@dataclass(eq=False)
+class DensePlan:
+    """Host tables of a set of node groups (layout only, not the weights' values): one part per dtype
+    ``(kernel, tiles, segments, factors, edge tables, chunks)``; ``buffers`` keeps device copies per runner."""
+
+    n_bins: int
+    nt: int
+    rows_max: int
+    parts: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[tuple[int, int, int]]]]
+    buffers: dict[Any, list[Any]] = field(default_factory=dict)
+
+
+def dense_plan(groups: Sequence[Sequence[Matrix]], grid: RadiusGrid) -> DensePlan:
+    """The tables for ``groups`` (cached on the layout: the same matrices in place give the same plan).
+
+    Raises:
+        ValueError: a group whose matrices differ in ``cols`` or ``dtype``; a grid too fine (:func:`tile_width`).
+        TypeError: an unsupported dtype.
+    """
+    nt = tile_width(grid.size)
+    key = tuple(tuple(g) for g in groups if len(g))
+    return _dense_plan(key, grid, nt, _rows_cap(grid.size, nt))
+
+
+@functools.lru_cache(maxsize=8)
+def _dense_plan(groups: tuple[tuple[Matrix, ...], ...], grid: RadiusGrid, nt: int, rows_cap: int) -> DensePlan:
+    nb = grid.size
+    by_dtype: dict[str, list[tuple[Matrix, ...]]] = {}
+    for g in groups:
+        if len({m.cols for m in g}) != 1 or len({m.dtype for m in g}) != 1:
+            raise ValueError("Expected the matrices of a node group to share `cols` and `dtype`")
+        if g[0].dtype not in DTYPE_KERNEL:
+            raise TypeError(f"Expected weights of dtype {sorted(DTYPE_KERNEL)}, got {g[0].dtype}")
+        by_dtype.setdefault(g[0].dtype, []).append(g)
+    parts, rows_max = [], 1
+    for dtype, gs in by_dtype.items():
+        mats = [m for g in gs for m in g]
+        segs = np.array([(m.pointer, m.rows, m.row_stride, m.col_stride, 0) for m in mats], dtype=np.int64).reshape(-1, _SEG_FIELDS)
+        factors = np.array([m.factor for m in mats], dtype=np.float64)
+        edges = np.zeros(nb + 2, dtype=np.float32)
+        if dtype != "float64":
+            distinct, which = np.unique(factors, return_inverse=True)
+            edges = bin_tables(grid, distinct).reshape(-1)
+            segs[:, 4] = which.reshape(-1) * (nb + 2)
+        sizes = np.array([len(g) for g in gs])
+        ends = np.cumsum(sizes)
+        tiles, chunks = _tiles(np.stack([ends - sizes, ends, [g[0].cols for g in gs]], axis=1), nt, rows_cap)
+        rows_max = max([rows_max] + [r for _, _, r in chunks])
+        parts.append((DTYPE_KERNEL[dtype], tiles, segs, factors, edges, chunks))
+    return DensePlan(nb, nt, rows_max, parts)
+
+
 def run_dense(
     groups: Sequence[Sequence[Matrix]],
     q: np.ndarray,
@@ -235,48 +287,24 @@ def run_dense(
 
     Each group is one node set: node ``c`` of a group has the out-edges of column ``c`` of every matrix in
     it (all with the same ``cols`` and ``dtype``). Equal to the NumPy oracle on the CSR of
-    ``1 / (|w| * factor)`` (exact zeros: no edge).
+    ``1 / (|w| * factor)`` (exact zeros: no edge). A runner with a ``cache_key`` keeps the plan's device
+    tables between calls (they describe where the weights are, not their values).
     """
     q = np.asarray(q, dtype=np.float64)
-    nb, nt = grid.size, tile_width(grid.size)
-    by_dtype: dict[str, list[Sequence[Matrix]]] = {}
-    for g in groups:
-        if not g:
-            continue
-        if len({m.cols for m in g}) != 1 or len({m.dtype for m in g}) != 1:
-            raise ValueError("Expected the matrices of a node group to share `cols` and `dtype`")
-        if g[0].dtype not in DTYPE_KERNEL:
-            raise TypeError(f"Expected weights of dtype {sorted(DTYPE_KERNEL)}, got {g[0].dtype}")
-        by_dtype.setdefault(g[0].dtype, []).append(g)
-    rows_cap = _rows_cap(nb, nt)
-    plans = []
-    for dtype, gs in by_dtype.items():
-        segs, factors, edge_rows, edge_index, spans = [], [], [], {}, []
-        for g in gs:
-            sb = len(segs)
-            for m in g:
-                off = 0
-                if dtype != "float64":
-                    key = float(m.factor)
-                    if key not in edge_index:
-                        edge_index[key] = len(edge_rows) * (nb + 2)
-                        edge_rows.append(_edge_table(grid, key))
-                    off = edge_index[key]
-                segs.append((m.pointer, m.rows, m.row_stride, m.col_stride, off))
-                factors.append(float(m.factor))
-            spans.append((sb, len(segs), g[0].cols))
-        edges = np.concatenate(edge_rows) if edge_rows else np.zeros(nb + 2, dtype=np.float32)
-        plans.append((DTYPE_KERNEL[dtype], np.array(segs, dtype=np.int64), np.array(factors), edges, *_tiles(spans, nt, rows_cap)))
-    rows_max = max([rows for p in plans for _, _, rows in p[5]] + [1])
-    sums = _Sums(runner, q, grid, rows_max)
-    cum = runner.zeros(rows_max * nb, np.uint32)
-    wsum = runner.zeros(rows_max, np.float64)
-    for name, segs, factors, edges, tiles, chunks in plans:
-        if not chunks:
-            continue
-        bufs = [runner.upload(tiles), runner.upload(segs), runner.upload(edges), runner.upload(factors)]
+    plan = dense_plan(groups, grid)
+    nb, nt = plan.n_bins, plan.nt
+    sums = _Sums(runner, q, grid, plan.rows_max)
+    cum = runner.empty(plan.rows_max * nb, np.uint32)  # every row read is written first
+    wsum = runner.empty(plan.rows_max, np.float64)
+    key = getattr(runner, "cache_key", None)
+    bufs = plan.buffers.get(key) if key is not None else None
+    if bufs is None:
+        bufs = [[runner.upload(a) for a in (tiles, segs, edges, factors)] for _, tiles, segs, factors, edges, _ in plan.parts]
+        if key is not None:
+            plan.buffers[key] = bufs
+    for (name, _, _, _, _, chunks), part_bufs in zip(plan.parts, bufs):
         for first, n_tiles, rows in chunks:
-            args = [np.int64(first), *bufs, *_grid_args(grid, nt, min_neighbours), cum, wsum]
+            args = [np.int64(first), *part_bufs, *_grid_args(grid, nt, min_neighbours), cum, wsum]
             runner.launch(name, launch_grid("hist", nb, n_tiles), args)
             sums.add_chunk(cum, wsum, rows)
     return sums.result(min_neighbours, backend)
@@ -290,11 +318,11 @@ def run_csr(indptr: Any, distances: Any, n_nodes: int, q: np.ndarray, grid: Radi
     """
     q = np.asarray(q, dtype=np.float64)
     nb, nt = grid.size, tile_width(grid.size)
-    tiles, chunks = _tiles([(0, 0, n_nodes)], nt, _rows_cap(nb, nt))  # col0 of a tile: its first node
+    tiles, chunks = _tiles(np.array([(0, 0, n_nodes)]), nt, _rows_cap(nb, nt))  # col0 of a tile: its first node
     rows_max = max([rows for _, _, rows in chunks] + [1])
     sums = _Sums(runner, q, grid, rows_max)
-    cum = runner.zeros(rows_max * nb, np.uint32)
-    wsum = runner.zeros(rows_max, np.float64)
+    cum = runner.empty(rows_max * nb, np.uint32)
+    wsum = runner.empty(rows_max, np.float64)
     tile_buf = runner.upload(tiles) if chunks else None
     for first, n_tiles, rows in chunks:
         args = [np.int64(first), tile_buf, indptr, distances, *_grid_args(grid, nt, min_neighbours), cum, wsum]

@@ -74,6 +74,10 @@ class HarnessRunner:
     def zeros(self, n: int, dtype: Any) -> np.ndarray:
         return np.zeros(int(n), dtype=dtype)
 
+    def empty(self, n: int, dtype: Any) -> np.ndarray:
+        """Garbage (0xA5 bytes), so that reading a value nobody wrote shows."""
+        return np.full(int(n) * np.dtype(dtype).itemsize, 0xA5, dtype=np.uint8).view(dtype)
+
     def pointer(self, t: torch.Tensor) -> int:
         self._alive.append(t)
         return int(t.data_ptr())
