@@ -135,3 +135,12 @@ def test_importing_cupy_without_a_gpu_changes_nothing_on_cpu():
         with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
             check_backend("cupy")
 
+
+
+def test_callback_with_cupy_but_no_gpu_fails_in_setup(tmp_path, cupy_without_gpu):
+    """The CI situation (CuPy installed, no GPU): ``backend="cupy"`` stops the fit in setup, before step 1."""
+    from neuromfa_callback import NeuroMFACallback
+    from tests.test_bad_input import SMALL, CountingLM, _setup_fails
+
+    cb_ = NeuroMFACallback(backend="cupy", **SMALL)
+    _setup_fails(tmp_path, cb_, CountingLM(), r"NeuroMFACallback\(backend='cupy'\): backend='cupy' needs a CUDA GPU")
