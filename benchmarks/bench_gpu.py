@@ -35,15 +35,29 @@ def pythia_network(hidden: int, blocks: int, inter: int, seed: int = 0, device: 
     gen = torch.Generator(device=device).manual_seed(seed)
     out = []
     for layer in range(blocks):
-        for role, (rows, cols) in zip(ROLES, [(3 * hidden, hidden), (hidden, hidden), (inter, hidden), (hidden, inter)]):
+        for role, (rows, cols) in zip(
+            ROLES, [(3 * hidden, hidden), (hidden, hidden), (inter, hidden), (hidden, inter)]
+        ):
             w = torch.empty(rows, cols, device=device, dtype=torch.bfloat16).normal_(0, 0.02, generator=gen)
             name = f"layers.{layer}.{role}.weight"
-            out.append(MatrixBlock(name=name, names=(name,), layer=layer, role=role, weights=(w,),
-                                   columns=np.arange(cols), rows=(None,), scales=(1.0,)))
+            out.append(
+                MatrixBlock(
+                    name=name,
+                    names=(name,),
+                    layer=layer,
+                    role=role,
+                    weights=(w,),
+                    columns=np.arange(cols),
+                    rows=(None,),
+                    scales=(1.0,),
+                )
+            )
     return NeuronNetwork(tuple(out), family="gpt_neox", full=True, seed=None, neurons_per_layer=None, scale=None)
 
 
-def time_partition(net: NeuronNetwork, backend: str, repeats: int, budget_s: float) -> tuple[float, float, object, list[float]]:
+def time_partition(
+    net: NeuronNetwork, backend: str, repeats: int, budget_s: float
+) -> tuple[float, float, object, list[float]]:
     """Median CUDA-event milliseconds, extra MiB, the result, and all times (stops early past ``budget_s``)."""
     part = net.partition(backend=backend)  # warm-up: compilation, self-check, caches
     torch.cuda.synchronize()
@@ -85,12 +99,22 @@ def main() -> None:
         parts = {}
         for backend in a.backends.split(","):
             try:
-                ms, extra, part, times = time_partition(net, backend, repeats=20 if backend == "cupy" else 5, budget_s=a.budget)
+                ms, extra, part, times = time_partition(
+                    net, backend, repeats=20 if backend == "cupy" else 5, budget_s=a.budget
+                )
                 parts[backend] = part
                 s = part.spectrum()
-                entry[backend] = {"ms": ms, "times_ms": times, "extra_mib": extra, "alpha0": s.alpha0, "width": s.width,
-                                  "ran": part.backend}
-                rows.append([name, f"{entry['weights']:,}", backend, f"{ms:.2f}", len(times), f"{extra:.1f}", f"{s.alpha0:.6f}"])
+                entry[backend] = {
+                    "ms": ms,
+                    "times_ms": times,
+                    "extra_mib": extra,
+                    "alpha0": s.alpha0,
+                    "width": s.width,
+                    "ran": part.backend,
+                }
+                rows.append(
+                    [name, f"{entry['weights']:,}", backend, f"{ms:.2f}", len(times), f"{extra:.1f}", f"{s.alpha0:.6f}"]
+                )
             except Exception as err:  # noqa: BLE001 - report and go on to the next backend
                 entry[backend] = {"error": repr(err)}
                 rows.append([name, f"{entry['weights']:,}", backend, "error", 0, "-", repr(err)[:70]])

@@ -31,8 +31,14 @@ from neuromfa_callback import build_network  # noqa: E402
 def pythia_160m() -> torch.nn.Module:
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-    cfg = GPTNeoXConfig(vocab_size=50304, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                        intermediate_size=3072, max_position_embeddings=2048)
+    cfg = GPTNeoXConfig(
+        vocab_size=50304,
+        hidden_size=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        intermediate_size=3072,
+        max_position_embeddings=2048,
+    )
     with torch.device("cuda"):
         return GPTNeoXForCausalLM(cfg).to(torch.bfloat16)
 
@@ -69,9 +75,21 @@ def lightning_ratio(every: int, steps: int, batch: int, seq: int, out: Path) -> 
     data = torch.randint(0, 50304, (steps * batch, seq))
     times = {}
     for label, with_cb in (("without", False), ("with", True), ("without_2", False), ("with_2", True)):
-        cbs = [NeuroMFACallback(every_n_train_steps=every, full=True, history_path=out / f"history_{label}.jsonl")] if with_cb else []
-        trainer = pl.Trainer(max_steps=steps, accelerator="gpu", devices=1, logger=False, callbacks=cbs,
-                             enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
+        cbs = (
+            [NeuroMFACallback(every_n_train_steps=every, full=True, history_path=out / f"history_{label}.jsonl")]
+            if with_cb
+            else []
+        )
+        trainer = pl.Trainer(
+            max_steps=steps,
+            accelerator="gpu",
+            devices=1,
+            logger=False,
+            callbacks=cbs,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            enable_checkpointing=False,
+        )
         loader = torch.utils.data.DataLoader(data, batch_size=batch)
         t0 = time.perf_counter()
         trainer.fit(LM(), train_dataloaders=loader)
@@ -87,7 +105,9 @@ def main() -> None:
     p.add_argument("--every", type=int, default=50)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seq", type=int, default=2048)
-    p.add_argument("--lightning-steps", type=int, default=0, help="end-to-end Lightning runs of this many steps (0: skip)")
+    p.add_argument(
+        "--lightning-steps", type=int, default=0, help="end-to-end Lightning runs of this many steps (0: skip)"
+    )
     a = p.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     res = {"device": torch.cuda.get_device_name(), "every": a.every, "batch": a.batch, "seq": a.seq}
@@ -111,9 +131,11 @@ def main() -> None:
     res["backend"] = parts[0].backend
     res["snapshot_s"] = cuda_median(snapshot, repeats=10)
     res["overhead"] = res["snapshot_s"] / (a.every * res["step_s"])
-    print(f"{res['device']}: Pythia-160m-shaped bf16 step {1e3 * res['step_s']:.1f} ms (batch {a.batch} x {a.seq}); "
-          f"full snapshot raw + rms ({res['backend']}) {1e3 * res['snapshot_s']:.2f} ms; "
-          f"overhead every {a.every} steps {100 * res['overhead']:.3f} % (target <= 0.5 %)")
+    print(
+        f"{res['device']}: Pythia-160m-shaped bf16 step {1e3 * res['step_s']:.1f} ms (batch {a.batch} x {a.seq}); "
+        f"full snapshot raw + rms ({res['backend']}) {1e3 * res['snapshot_s']:.2f} ms; "
+        f"overhead every {a.every} steps {100 * res['overhead']:.3f} % (target <= 0.5 %)"
+    )
     if a.lightning_steps:
         try:
             res["lightning"] = lightning_ratio(a.every, a.lightning_steps, a.batch, a.seq, a.out)

@@ -48,7 +48,12 @@ __all__ = [
 KERNEL_FILE = Path(__file__).with_name("kernels") / "box_count.cu"
 NVRTC_OPTIONS = ("-std=c++17", "--fmad=false")  # no contraction: the same arithmetic as the CPU harness
 KERNEL_NAMES = ("nmfa_hist_bf16", "nmfa_hist_f16", "nmfa_hist_f32", "nmfa_hist_f64", "nmfa_hist_csr", "nmfa_accumulate")
-DTYPE_KERNEL = {"bfloat16": "nmfa_hist_bf16", "float16": "nmfa_hist_f16", "float32": "nmfa_hist_f32", "float64": "nmfa_hist_f64"}
+DTYPE_KERNEL = {
+    "bfloat16": "nmfa_hist_bf16",
+    "float16": "nmfa_hist_f16",
+    "float32": "nmfa_hist_f32",
+    "float64": "nmfa_hist_f64",
+}
 
 THREADS = 256  # histogram block size
 MAX_TILE = 64  # nodes per histogram block (fewer on large radius grids)
@@ -190,9 +195,24 @@ class _Sums:
         for j0 in range(0, self.nq, QMAX):
             nq = min(QMAX, self.nq - j0)
             q_zero = min(max(self.z0 - j0, 0), nq - 1)
-            args = [cum, wsum, np.int64(n_rows), np.int32(self.nb), self.q_buf, np.int32(j0), np.int32(nq),
-                    np.int32(q_zero), np.int32(self.uniform), np.float64(self.dq), np.int32(j0 == 0),
-                    np.int64(self.nq), self.zpart, self.npart, self.wpart, self.ppart]
+            args = [
+                cum,
+                wsum,
+                np.int64(n_rows),
+                np.int32(self.nb),
+                self.q_buf,
+                np.int32(j0),
+                np.int32(nq),
+                np.int32(q_zero),
+                np.int32(self.uniform),
+                np.float64(self.dq),
+                np.int32(j0 == 0),
+                np.int64(self.nq),
+                self.zpart,
+                self.npart,
+                self.wpart,
+                self.ppart,
+            ]
             self.runner.launch("nmfa_accumulate", self.acc, args)
 
     def result(self, min_neighbours: int, backend: str) -> PartitionSums:
@@ -219,8 +239,15 @@ def _rows_cap(n_bins: int, nt: int) -> int:
 
 
 def _grid_args(grid: RadiusGrid, nt: int, min_neighbours: int) -> list[Any]:
-    return [np.int32(grid.size), np.int32(nt), np.int32(min_neighbours), np.int32(grid.lo),
-            np.float64(grid.scale), np.float64(grid.threshold), np.int32(grid.decimals)]
+    return [
+        np.int32(grid.size),
+        np.int32(nt),
+        np.int32(min_neighbours),
+        np.int32(grid.lo),
+        np.float64(grid.scale),
+        np.float64(grid.threshold),
+        np.int32(grid.decimals),
+    ]
 
 
 @dataclass(eq=False)
@@ -260,7 +287,9 @@ def _dense_plan(groups: tuple[tuple[Matrix, ...], ...], grid: RadiusGrid, nt: in
     parts, rows_max = [], 1
     for dtype, gs in by_dtype.items():
         mats = [m for g in gs for m in g]
-        segs = np.array([(m.pointer, m.rows, m.row_stride, m.col_stride, 0) for m in mats], dtype=np.int64).reshape(-1, _SEG_FIELDS)
+        segs = np.array([(m.pointer, m.rows, m.row_stride, m.col_stride, 0) for m in mats], dtype=np.int64).reshape(
+            -1, _SEG_FIELDS
+        )
         factors = np.array([m.factor for m in mats], dtype=np.float64)
         edges = np.zeros(nb + 2, dtype=np.float32)
         if dtype != "float64":
@@ -299,7 +328,10 @@ def run_dense(
     key = getattr(runner, "cache_key", None)
     bufs = plan.buffers.get(key) if key is not None else None
     if bufs is None:
-        bufs = [[runner.upload(a) for a in (tiles, segs, edges, factors)] for _, tiles, segs, factors, edges, _ in plan.parts]
+        bufs = [
+            [runner.upload(a) for a in (tiles, segs, edges, factors)]
+            for _, tiles, segs, factors, edges, _ in plan.parts
+        ]
         if key is not None:
             plan.buffers[key] = bufs
     for (name, _, _, _, _, chunks), part_bufs in zip(plan.parts, bufs):
@@ -310,8 +342,16 @@ def run_dense(
     return sums.result(min_neighbours, backend)
 
 
-def run_csr(indptr: Any, distances: Any, n_nodes: int, q: np.ndarray, grid: RadiusGrid, min_neighbours: int,
-            runner: Any, backend: str = "cupy") -> PartitionSums:
+def run_csr(
+    indptr: Any,
+    distances: Any,
+    n_nodes: int,
+    q: np.ndarray,
+    grid: RadiusGrid,
+    min_neighbours: int,
+    runner: Any,
+    backend: str = "cupy",
+) -> PartitionSums:
     """Partition sums of a CSR network whose ``indptr`` (int64) and ``distances`` (float64) are runner buffers.
 
     The float64 rule of the NumPy oracle bins the distances, so the result is the oracle's.

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import neuromfa_callback.backends.cupy_backend as cb
+import neuromfa_callback.backends.known_answer as ka
 from neuromfa_callback import build_network, multifractal_spectrum
 from neuromfa_callback._imports import cupy_available
 from neuromfa_callback.backends import check_backend, resolve_backend
@@ -48,7 +49,7 @@ def fake_gpu(monkeypatch):
         state.runs += 1
         return list(state.mismatches)
 
-    monkeypatch.setattr(cb, "known_answer_mismatches", mismatches)
+    monkeypatch.setattr(ka, "known_answer_mismatches", mismatches)
     monkeypatch.setattr(cb, "_CHECKED", {})
     monkeypatch.setattr(cb, "_WARNED", set())
     return state
@@ -61,7 +62,9 @@ def test_numpy_and_torch_always_run():
 
 
 def test_unknown_backend_names_the_argument():
-    with pytest.raises(ValueError, match=r"Expected `backend` to be one of \('auto', 'numpy', 'torch', 'cupy'\), got 'jax'"):
+    with pytest.raises(
+        ValueError, match=r"Expected `backend` to be one of \('auto', 'numpy', 'torch', 'cupy'\), got 'jax'"
+    ):
         check_backend("jax")
 
 
@@ -78,7 +81,9 @@ def test_explicit_cupy_without_cupy_gives_the_install_hint(no_cupy):
 
 
 def test_explicit_cupy_without_a_gpu_says_so(cupy_without_gpu):
-    with pytest.raises(RuntimeError, match="backend='cupy' needs a CUDA GPU, but CUDA reported: cudaErrorInsufficientDriver"):
+    with pytest.raises(
+        RuntimeError, match="backend='cupy' needs a CUDA GPU, but CUDA reported: cudaErrorInsufficientDriver"
+    ):
         check_backend("cupy", "cpu")
     with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
         multifractal_spectrum(np.arange(0, 61, 12), np.full(60, 2.0), backend="cupy")
@@ -98,7 +103,9 @@ def test_a_failing_self_check_refuses_cupy_and_auto_uses_torch(fake_gpu):
     with pytest.warns(RuntimeWarning, match=r"backend='auto' runs the torch backend on cuda:1: .*self-check failed"):
         assert check_backend("auto", "cuda:1") == "torch"
     assert check_backend("auto", "cuda:1") == "torch"  # warned once
-    with pytest.raises(RuntimeError, match=r"self-check failed on cuda:1, refusing to use it \(dense: n_edges 7725 != 13789\)"):
+    with pytest.raises(
+        RuntimeError, match=r"self-check failed on cuda:1, refusing to use it \(dense: n_edges 7725 != 13789\)"
+    ):
         check_backend("cupy", "cuda:1")
     assert fake_gpu.runs == 1
 
@@ -107,7 +114,7 @@ def test_a_kernel_that_cannot_build_is_refused(fake_gpu, monkeypatch):
     def broken(runner):
         raise RuntimeError("nvrtc: error: unknown option")
 
-    monkeypatch.setattr(cb, "known_answer_mismatches", broken)
+    monkeypatch.setattr(ka, "known_answer_mismatches", broken)
     with pytest.raises(RuntimeError, match="the kernel could not run: RuntimeError: nvrtc: error: unknown option"):
         check_backend("cupy", "cuda:0")
     with pytest.warns(RuntimeWarning):
@@ -134,7 +141,6 @@ def test_importing_cupy_without_a_gpu_changes_nothing_on_cpu():
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
             check_backend("cupy")
-
 
 
 def test_callback_with_cupy_but_no_gpu_fails_in_setup(tmp_path, cupy_without_gpu):

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import neuromfa_callback.backends.cupy_backend as cb
+from neuromfa_callback.backends.known_answer import known_answer_mismatches
 from neuromfa_callback.backends.kernel_plan import NVRTC_OPTIONS, kernel_source
 
 pytestmark = pytest.mark.kernel
@@ -54,11 +55,18 @@ def fake_cupy(lib, calls):
                 if isinstance(a, _View):
                     conv.append(ctypes.c_void_p(a.data.ptr))
                 else:
-                    assert type(a) in scalars, f"{self.name}: scalar {a!r} of type {type(a).__name__} is not a NumPy scalar"
+                    assert type(a) in scalars, (
+                        f"{self.name}: scalar {a!r} of type {type(a).__name__} is not a NumPy scalar"
+                    )
                     conv.append(scalars[type(a)](a.item()))
             calls.append(self.name)
-            getattr(lib, f"launch_{self.name}")(ctypes.c_uint(grid[0]), ctypes.c_uint(grid[1]), ctypes.c_uint(block[0]),
-                                                ctypes.c_longlong(shared_mem), *conv)
+            getattr(lib, f"launch_{self.name}")(
+                ctypes.c_uint(grid[0]),
+                ctypes.c_uint(grid[1]),
+                ctypes.c_uint(block[0]),
+                ctypes.c_longlong(shared_mem),
+                *conv,
+            )
 
     class RawModule:
         def __init__(self, code, options):
@@ -68,8 +76,9 @@ def fake_cupy(lib, calls):
         def get_function(self, name):
             return Kernel(name)
 
-    cuda = types.SimpleNamespace(Device=_Context, ExternalStream=_Context,
-                                 runtime=types.SimpleNamespace(getDeviceCount=lambda: 1))
+    cuda = types.SimpleNamespace(
+        Device=_Context, ExternalStream=_Context, runtime=types.SimpleNamespace(getDeviceCount=lambda: 1)
+    )
     return types.SimpleNamespace(RawModule=RawModule, from_dlpack=_View, cuda=cuda)
 
 
@@ -86,10 +95,17 @@ def test_cupy_runner_drives_the_kernels(harness_lib, monkeypatch):
         runner = cb.CupyRunner("cuda:0")
         assert runner.device == torch.device("cuda", 0) and runner.multiprocessors == 3
         runner.device = torch.device("cpu")  # the buffers live in host memory for the stand-in
-        assert cb.known_answer_mismatches(runner) == []
+        assert known_answer_mismatches(runner) == []
         w = torch.nn.Linear(40, 30).weight.to(torch.bfloat16)  # a parameter-like tensor that requires grad
         assert w.requires_grad and runner.pointer(w) == w.data_ptr()
     finally:
         cb._module.cache_clear()
     assert calls[0] == "compile" and calls.count("compile") == 1  # compiled once, on first use
-    assert {"nmfa_hist_bf16", "nmfa_hist_f16", "nmfa_hist_f32", "nmfa_hist_f64", "nmfa_hist_csr", "nmfa_accumulate"} <= set(calls)
+    assert {
+        "nmfa_hist_bf16",
+        "nmfa_hist_f16",
+        "nmfa_hist_f32",
+        "nmfa_hist_f64",
+        "nmfa_hist_csr",
+        "nmfa_accumulate",
+    } <= set(calls)

@@ -89,7 +89,8 @@ def test_no_memory_held_between_calls(backend):
 
 def test_cupy_self_check_passes_and_check_backend_selects_it():
     from neuromfa_callback.backends import check_backend
-    from neuromfa_callback.backends.cupy_backend import known_answer_mismatches, CupyRunner
+    from neuromfa_callback.backends.cupy_backend import CupyRunner
+    from neuromfa_callback.backends.known_answer import known_answer_mismatches
 
     dev = torch.device("cuda", torch.cuda.current_device())
     assert known_answer_mismatches(CupyRunner(dev)) == []
@@ -100,7 +101,8 @@ def test_cupy_self_check_passes_and_check_backend_selects_it():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
 def test_dense_entry_reads_weights_in_place(dtype):
     """partition_sums_dense on one strided CUDA matrix per dtype, with a scale: the oracle's sums exactly."""
-    from neuromfa_callback.backends.cupy_backend import oracle_csr, partition_sums_dense
+    from neuromfa_callback.backends.cupy_backend import partition_sums_dense
+    from neuromfa_callback.backends.known_answer import oracle_csr
     from neuromfa_callback.backends.numpy_backend import partition_sums_numpy
     from neuromfa_callback.functional.partition import RadiusGrid
     from neuromfa_callback.functional.spectrum import default_q
@@ -117,7 +119,7 @@ def test_dense_entry_reads_weights_in_place(dtype):
 
 def test_rms_scaled_network_on_cuda_matches_numpy():
     """RMS-scaled blocks (one scale per matrix) through the kernel: the oracle on the same blocks and scales."""
-    from neuromfa_callback.backends.cupy_backend import oracle_csr
+    from neuromfa_callback.backends.known_answer import oracle_csr
     from neuromfa_callback.backends.numpy_backend import partition_sums_numpy
     from neuromfa_callback.functional.partition import RadiusGrid
     from neuromfa_callback.functional.spectrum import default_q

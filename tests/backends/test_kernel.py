@@ -17,13 +17,13 @@ import torch
 
 from neuromfa_callback import build_network
 from neuromfa_callback.backends import kernel_plan
-from neuromfa_callback.backends.cupy_backend import (
+from neuromfa_callback.backends.cupy_backend import run_node_groups
+from neuromfa_callback.backends.known_answer import (
     compare,
     known_answer_groups,
     known_answer_mismatches,
     near_edges,
     oracle_csr,
-    run_node_groups,
 )
 from neuromfa_callback.backends.numpy_backend import partition_sums_numpy
 from neuromfa_callback.functional.partition import RadiusGrid
@@ -32,15 +32,29 @@ from tests.conftest import GOLDEN_DIR, load_golden
 
 pytestmark = pytest.mark.kernel
 
-ALL_GOLDEN = ["gptneox_tiny_init", "pythia70m_shape_init", "student_t3", "lognormal", "student_t3_thr200_fdigi1", "too_sparse"]
-TORCH_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32, "float64": torch.float64}
+ALL_GOLDEN = [
+    "gptneox_tiny_init",
+    "pythia70m_shape_init",
+    "student_t3",
+    "lognormal",
+    "student_t3_thr200_fdigi1",
+    "too_sparse",
+]
+TORCH_DTYPES = {
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+    "float32": torch.float32,
+    "float64": torch.float64,
+}
 
 
 def assert_equal_to_oracle(got, ref):
     """Counts and radii identical, z to 1e-12 relative, tau to 1e-12 absolute."""
     assert compare(got, ref) == []
     if ref.n_nodes and ref.present.sum() >= 2:
-        np.testing.assert_allclose(spectrum_from_partition(got).tau, spectrum_from_partition(ref).tau, atol=1e-12, rtol=0)
+        np.testing.assert_allclose(
+            spectrum_from_partition(got).tau, spectrum_from_partition(ref).tau, atol=1e-12, rtol=0
+        )
 
 
 def oracle_of(groups, q, grid, min_neighbours=10):
@@ -122,8 +136,12 @@ def random_group(rng, dtype, shapes, grid):
 CASES = {  # (matrix groups: list of [(rows, cols)], grid, q, min_neighbours)
     "odd_shapes": ([[(97, 131)], [(131, 64)], [(5, 77)], [(300, 3)]], RadiusGrid(), default_q(), 10),
     "fused_fine_grid": ([[(40, 70), (23, 70)], [(61, 33)]], RadiusGrid(200.0, 1), np.linspace(-2, 2, 41), 3),
-    "long_q_grid": ([[(150, 45)], [(37, 90), (12, 90), (5, 90)]], RadiusGrid(150.5, 0),
-                    np.concatenate([np.linspace(-5, -0.1, 50), [0.0], np.geomspace(0.05, 4, 79)]), 0),
+    "long_q_grid": (
+        [[(150, 45)], [(37, 90), (12, 90), (5, 90)]],
+        RadiusGrid(150.5, 0),
+        np.concatenate([np.linspace(-5, -0.1, 50), [0.0], np.geomspace(0.05, 4, 79)]),
+        0,
+    ),
 }
 
 
@@ -188,28 +206,35 @@ def test_the_kernel_uses_no_warp_intrinsics():
 
 
 # ------------------------------------------------------------------- the harness catches broken kernels
-MUTANTS = {
-    "missing barrier before the scan": (
-        "    __syncthreads();  // barrier: histogram complete before the scan\n    nmfa_finish_tile(hist, wp, nbins, nt, ncols, row, min_nb, cum, wsum);\n}\n\nstruct",
-        "    nmfa_finish_tile(hist, wp, nbins, nt, ncols, row, min_nb, cum, wsum);\n}\n\nstruct",
-    ),
-    "missing barrier after loading the edges": (
-        "        __syncthreads();  // barrier: edges loaded\n", "\n"),
-    "off-by-one bin at the edges": (
-        "while (g > 0 && v >= e[g - 1]) --g;", "while (g > 0 && v > e[g - 1]) --g;"),
+MUTANTS = {  # name: (a line of the kernel, its broken version)
+    "missing barrier before the scan (dense)": ("__syncthreads();  // barrier: every segment counted before the scan", ""),
+    "missing barrier before the scan (csr)": ("__syncthreads();  // barrier: every distance counted before the scan", ""),
+    "missing barrier after zeroing (dense)": ("__syncthreads();  // barrier: the previous segment's edges", "//"),
+    "missing barrier after loading the edges": ("__syncthreads();  // barrier: edges loaded", ""),
+    "missing barrier after zeroing (csr)": ("__syncthreads();  // barrier: hist is zeroed", ""),
+    "off-by-one bin at the edges": ("while (g > 0 && v >= e[g - 1]) --g;", "while (g > 0 && v > e[g - 1]) --g;"),
     "off-by-one radius in the float64 rule": ("return (int)m - lo;", "return (int)m - lo - (m > lo ? 1 : 0);"),
 }
 
 
-@pytest.mark.parametrize("mutant", list(MUTANTS))
-def test_a_broken_kernel_fails_the_known_answer_case(harness_dir, mutant):
-    """Each deliberate bug (a missing barrier, an off-by-one bin) makes the known-answer case disagree."""
-    from tests.backends.kernel_harness import HarnessRunner, build
+@pytest.fixture(scope="module")
+def mutant_libs(harness_dir):
+    """Every mutant's harness, compiled concurrently."""
+    from tests.backends.kernel_harness import build_many
 
-    old, new = MUTANTS[mutant]
-    assert kernel_plan.kernel_source().count(old) == 1, "the mutated line is not in the kernel any more"
-    lib = build(harness_dir, edit=lambda src: src.replace(old, new))
-    assert known_answer_mismatches(HarnessRunner(lib)) != []
+    src = kernel_plan.kernel_source()
+    for name, (old, _) in MUTANTS.items():
+        assert src.count(old) == 1, f"{name}: the mutated line is not (exactly once) in the kernel any more"
+    edits = [lambda text, old=old, new=new: text.replace(old, new) for old, new in MUTANTS.values()]
+    return dict(zip(MUTANTS, build_many(harness_dir, edits)))
+
+
+@pytest.mark.parametrize("mutant", list(MUTANTS))
+def test_a_broken_kernel_fails_the_known_answer_case(mutant_libs, mutant):
+    """Each deliberate bug (a missing barrier, an off-by-one bin) makes the known-answer case disagree."""
+    from tests.backends.kernel_harness import HarnessRunner
+
+    assert known_answer_mismatches(HarnessRunner(mutant_libs[mutant])) != []
 
 
 def test_golden_files_are_the_six_cases():

@@ -37,7 +37,9 @@ extern __shared__ __align__(16) unsigned char nmfa_smem_[];
 // Magnitude of a stored weight as float32 (exact for bf16/fp16/fp32).
 struct NmfaBf16 {
     typedef unsigned short raw;
-    static __device__ __forceinline__ float magnitude(raw b) { return __uint_as_float(((unsigned int)(b & 0x7fffu)) << 16); }
+    static __device__ __forceinline__ float magnitude(raw b) {
+        return __uint_as_float(((unsigned int)(b & 0x7fffu)) << 16);
+    }
 };
 struct NmfaF16 {
     typedef unsigned short raw;
@@ -66,7 +68,8 @@ static __device__ __forceinline__ int nmfa_bin_f32(float v, const float* e, int 
 }
 
 // The float64 rule of the NumPy oracle for a distance d.
-static __device__ __forceinline__ int nmfa_bin_f64(double d, int lo, double grid_scale, double threshold, int decimals) {
+static __device__ __forceinline__ int nmfa_bin_f64(double d, int lo, double grid_scale, double threshold,
+                                                   int decimals) {
     if (!(d > 1.0 && d <= threshold)) return -1;
     const double m = decimals ? rint(d * grid_scale) : rint(d);
     return (int)m - lo;
@@ -95,10 +98,12 @@ static __device__ __forceinline__ void nmfa_finish_tile(const unsigned int* hist
 
 template <class L, bool F64>
 static __device__ __forceinline__ void nmfa_hist_dense(long long tile0, const long long* __restrict__ tiles,
-                                                       const long long* __restrict__ segs, const float* __restrict__ edges,
-                                                       const double* __restrict__ factors, int nbins, int nt, int min_nb,
-                                                       int lo, double grid_scale, double threshold, int decimals,
-                                                       unsigned int* __restrict__ cum, double* __restrict__ wsum) {
+                                                       const long long* __restrict__ segs,
+                                                       const float* __restrict__ edges,
+                                                       const double* __restrict__ factors, int nbins, int nt,
+                                                       int min_nb, int lo, double grid_scale, double threshold,
+                                                       int decimals, unsigned int* __restrict__ cum,
+                                                       double* __restrict__ wsum) {
     NMFA_DYNAMIC_SMEM(double, wp);
     unsigned int* hist = reinterpret_cast<unsigned int*>(wp + blockDim.x);
     float* e = reinterpret_cast<float*>(hist + nbins * nt);
@@ -156,7 +161,7 @@ static __device__ __forceinline__ void nmfa_hist_dense(long long tile0, const lo
         w_total += F64 ? acc : acc * factor;
     }
     wp[tid] = w_total;
-    __syncthreads();  // barrier: histogram complete before the scan
+    __syncthreads();  // barrier: every segment counted before the scan
     nmfa_finish_tile(hist, wp, nbins, nt, ncols, row, min_nb, cum, wsum);
 }
 
@@ -202,7 +207,7 @@ extern "C" __global__ void nmfa_hist_csr(long long tile0, const long long* __res
         }
     }
     wp[tid] = acc;
-    __syncthreads();  // barrier: histogram complete before the scan
+    __syncthreads();  // barrier: every distance counted before the scan
     nmfa_finish_tile(hist, wp, nbins, nt, ncols, row, min_nb, cum, wsum);
 }
 

@@ -34,24 +34,37 @@ def compiler() -> str | None:
     return None
 
 
-def build(out_dir: Path, edit: Callable[[str], str] | None = None) -> Path:
-    """Compile the harness (with ``edit`` applied to the kernel source, for mutation tests); cached by content."""
+def build_many(out_dir: Path, edits: Sequence[Callable[[str], str] | None]) -> list[Path]:
+    """Compile one harness per kernel-source edit (``None``: the kernel as it is), concurrently; cached by content."""
     cxx = compiler()
     if cxx is None:
         raise RuntimeError("no C++ compiler (g++, c++ or clang++) on PATH")
-    src = KERNEL_FILE.read_text()
-    if edit is not None:
-        src = edit(src)
-    key = hashlib.sha256(src.encode() + b"".join(p.read_bytes() for p in SOURCES) + " ".join(FLAGS).encode()).hexdigest()[:16]
-    lib = out_dir / f"nmfa_harness_{key}.so"
-    if not lib.exists():
-        kernel = out_dir / f"box_count_{key}.cu"
-        kernel.write_text(src)
-        cmd = [cxx, *FLAGS, f"-I{HERE}", f'-DNMFA_KERNEL_FILE="{kernel}"', str(HERE / "harness.cpp"), "-o", str(lib)]
-        res = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if res.returncode != 0:
-            raise RuntimeError(f"harness build failed ({' '.join(cmd)}):\n{res.stderr}")
-    return lib
+    base = KERNEL_FILE.read_text()
+    fixed = b"".join(p.read_bytes() for p in SOURCES) + " ".join(FLAGS).encode()
+    libs, jobs = [], []
+    for edit in edits:
+        src = base if edit is None else edit(base)
+        key = hashlib.sha256(src.encode() + fixed).hexdigest()[:16]
+        lib = out_dir / f"nmfa_harness_{key}.so"
+        libs.append(lib)
+        if not lib.exists() and all(lib != j[0] for j in jobs):
+            kernel = out_dir / f"box_count_{key}.cu"
+            kernel.write_text(src)
+            tmp = out_dir / f"{lib.name}.{len(jobs)}.tmp"
+            cmd = [cxx, *FLAGS, f"-I{HERE}", f'-DNMFA_KERNEL_FILE="{kernel}"', str(HERE / "harness.cpp"), "-o", str(tmp)]
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            jobs.append((lib, tmp, cmd, proc))
+    for lib, tmp, cmd, proc in jobs:
+        _, err = proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"harness build failed ({' '.join(cmd)}):\n{err}")
+        tmp.replace(lib)
+    return libs
+
+
+def build(out_dir: Path, edit: Callable[[str], str] | None = None) -> Path:
+    """Compile the harness (with ``edit`` applied to the kernel source, for mutation tests); cached by content."""
+    return build_many(out_dir, [edit])[0]
 
 
 _SCALARS = {np.int32: ctypes.c_int, np.int64: ctypes.c_longlong, np.float64: ctypes.c_double}
@@ -95,8 +108,13 @@ class HarnessRunner:
         fn = getattr(self.lib, f"launch_{name}")
         fn.restype = None
         gx, gy = launch.grid
-        fn(ctypes.c_uint(gx), ctypes.c_uint(gy), ctypes.c_uint(launch.block), ctypes.c_longlong(launch.shared_mem),
-           *(self._arg(a) for a in args))
+        fn(
+            ctypes.c_uint(gx),
+            ctypes.c_uint(gy),
+            ctypes.c_uint(launch.block),
+            ctypes.c_longlong(launch.shared_mem),
+            *(self._arg(a) for a in args),
+        )
 
     def sum0(self, buffer: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         return buffer.reshape(shape).sum(0)
