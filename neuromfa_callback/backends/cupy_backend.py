@@ -9,8 +9,9 @@ entry points:
 - :func:`partition_blocks_cupy`: every block of a :class:`~neuromfa_callback.functional.NeuronNetwork`.
 
 The kernel source is compiled lazily by ``cupy.RawModule`` (NVRTC) on first use and cached per device.
-Inputs reach the kernels zero-copy through DLPack; every buffer is allocated by torch (so CuPy's memory
-pool holds nothing between calls) and the kernels run on torch's current stream. On the first call per
+Weights are read in place (their device addresses go into the kernel's segment table); every buffer
+passed to a kernel is a torch tensor (so CuPy's memory pool holds nothing between calls) handed over
+zero-copy through DLPack, and the kernels run on torch's current stream. On the first call per
 device a built-in known-answer case (:func:`self_check`) runs and the backend refuses to run if it
 disagrees with the NumPy oracle. CuPy is imported only inside functions: importing this module never
 touches CUDA.
@@ -215,7 +216,10 @@ class CupyRunner:
         return self._views[key][1]
 
     def pointer(self, t: Any) -> int:
-        return int(self._view(t).data.ptr)
+        """Device address of a weight matrix read in place (it goes into the segment table, not through DLPack)."""
+        if not (t.is_cuda and t.device.index == self.index):
+            raise ValueError(f"Expected a tensor on cuda:{self.index}, got one on {t.device}")
+        return int(t.data_ptr())
 
     def launch(self, name: str, launch: Any, args: Sequence[Any]) -> None:
         torch = _torch()

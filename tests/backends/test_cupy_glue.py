@@ -95,9 +95,12 @@ def test_cupy_runner_drives_the_kernels(harness_lib, monkeypatch):
         runner = cb.CupyRunner("cuda:0")
         assert runner.device == torch.device("cuda", 0) and runner.multiprocessors == 3
         runner.device = torch.device("cpu")  # the buffers live in host memory for the stand-in
+        monkeypatch.setattr(runner, "pointer", lambda t: t.data_ptr())  # weights: host addresses here
         assert known_answer_mismatches(runner) == []
         w = torch.nn.Linear(40, 30).weight.to(torch.bfloat16)  # a parameter-like tensor that requires grad
-        assert w.requires_grad and runner.pointer(w) == w.data_ptr()
+        assert w.requires_grad and runner._view(w).data.ptr == w.data_ptr()  # DLPack of a bf16 parameter
+        with pytest.raises(ValueError, match="Expected a tensor on cuda:0, got one on cpu"):
+            cb.CupyRunner.pointer(runner, w)
     finally:
         cb._module.cache_clear()
     assert calls[0] == "compile" and calls.count("compile") == 1  # compiled once, on first use
