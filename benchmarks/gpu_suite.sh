@@ -39,7 +39,7 @@ if ! "$py" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1
   echo "no CUDA device: nothing to run" | tee -a "$out/env.txt"; exit 2
 fi
 if [ -n "${WHEELHOUSE:-}" ] && ! "$py" -c "import cupy" 2>/dev/null; then
-  step install 60 "$py" -m pip install --no-index --find-links "$WHEELHOUSE" cupy-cuda12x
+  step install 60 "$py" -m pip install --no-index --find-links "$WHEELHOUSE" cupy-cuda12x nvidia-cuda-nvrtc-cu12
 fi
 "$py" -c "import cupy" 2>/dev/null || echo "CuPy missing: the cupy cases will fail with the install hint" | tee -a "$out/env.txt"
 
