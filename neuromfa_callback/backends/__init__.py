@@ -2,8 +2,10 @@
 
 ``numpy`` is the float64 oracle; ``torch`` runs the same algorithm on the input's device;
 ``cupy`` is the GPU box-counting kernel (:mod:`neuromfa_callback.backends.cupy_backend`).
-``auto`` follows the input: numpy arrays -> numpy, torch tensors -> torch, CUDA tensors -> cupy
-when CuPy is installed (else torch). Importing this module never touches the CUDA driver.
+``auto`` follows the input: numpy arrays -> numpy, CPU tensors -> torch, CUDA tensors -> cupy when CuPy
+is installed and the kernel passed its known-answer self-check on that device, else torch. ``auto``
+never picks a backend that cannot run; an explicit choice that cannot run raises. Importing this
+module never touches the CUDA driver.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from neuromfa_callback._imports import cupy_available
+from neuromfa_callback._checks import check_choice
 from neuromfa_callback.functional.partition import PartitionSums, RadiusGrid
 
-__all__ = ["compute_partition", "resolve_backend", "validate_csr"]
+__all__ = ["check_backend", "compute_partition", "resolve_backend", "validate_csr"]
+
+_NAMES = ("auto", "numpy", "torch", "cupy")
 
 
 def _is_tensor(x: Any) -> bool:
@@ -25,21 +29,74 @@ def _is_tensor(x: Any) -> bool:
     return torch is not None and isinstance(x, torch.Tensor)
 
 
+def _cuda_backend(device: Any) -> str:
+    """``"cupy"`` if the kernel may run on CUDA ``device`` (CuPy installed, self-check passed), else ``"torch"``."""
+    from neuromfa_callback.backends.cupy_backend import cupy_ready
+
+    return "cupy" if cupy_ready(device) else "torch"
+
+
 def resolve_backend(backend: str, distances: Any) -> str:
     """The backend that ``backend`` means for this input.
 
     Example:
-        >>> import numpy as np
-        >>> resolve_backend("auto", np.ones(3))
-        'numpy'
+        >>> import numpy as np, torch
+        >>> resolve_backend("auto", np.ones(3)), resolve_backend("auto", torch.ones(3))
+        ('numpy', 'torch')
     """
     if backend != "auto":
         return backend
     if _is_tensor(distances):
-        if distances.is_cuda and cupy_available():
-            return "cupy"
-        return "torch"
+        return _cuda_backend(distances.device) if distances.is_cuda else "torch"
     return "numpy"
+
+
+def check_backend(backend: str, device: Any = None) -> str:
+    """The backend that will run for weights on ``device``, or a clear error now (for a callback's ``setup``).
+
+    ``"numpy"`` and ``"torch"`` always run. ``"cupy"`` needs CuPy, a CUDA GPU and a passing kernel
+    self-check (run here, once per device). ``"auto"`` gives ``"numpy"`` for CPU weights (or no device:
+    the network path analyses CPU weights with NumPy) and, for a CUDA device, ``"cupy"`` when the kernel
+    may run there, else ``"torch"``; it never raises for lack of CuPy or a GPU.
+
+    Args:
+        backend: ``"auto"``, ``"numpy"``, ``"torch"`` or ``"cupy"``.
+        device: where the weights live (``torch.device`` or string); ``None``: CPU, except for ``"cupy"``
+            (the current CUDA device).
+
+    Returns:
+        The backend name that will run.
+
+    Raises:
+        ValueError: ``backend`` is not one of the four names.
+        ImportError: ``"cupy"`` without CuPy (the message gives ``pip install 'neuromfa-callback[cuda12]'``).
+        RuntimeError: ``"cupy"`` without a CUDA GPU, or the kernel failed its self-check on that device.
+
+    Example:
+        >>> check_backend("auto"), check_backend("torch", "cpu")
+        ('numpy', 'torch')
+        >>> check_backend("tpu")
+        Traceback (most recent call last):
+        ...
+        ValueError: Expected `backend` to be one of ('auto', 'numpy', 'torch', 'cupy'), got 'tpu'
+    """
+    check_choice("backend", backend, _NAMES)
+    if backend in ("numpy", "torch"):
+        return backend
+    import torch
+
+    dev = torch.device(device) if device is not None else None
+    if backend == "cupy":
+        from neuromfa_callback.backends.cupy_backend import require_cupy, self_check
+
+        require_cupy()
+        if dev is not None and dev.type != "cuda":
+            dev = None  # CPU weights are copied to the current CUDA device
+        self_check(dev)
+        return "cupy"
+    if dev is None or dev.type != "cuda":
+        return "numpy"
+    return _cuda_backend(dev)
 
 
 def _check_indptr_values(first: int, last: int, decreasing: bool, n_dist: int) -> None:
@@ -134,14 +191,3 @@ def compute_partition(
     from neuromfa_callback.backends.cupy_backend import partition_sums_cupy
 
     return partition_sums_cupy(ip, ds, q, grid, min_neighbours)
-
-
-def check_backend(backend: str, device: Any = None) -> str:
-    """The backend that will run for inputs on ``device``; raises if an explicit choice cannot run."""
-    if backend == "cupy":
-        from neuromfa_callback.backends.cupy_backend import require_cupy
-
-        require_cupy()
-    if backend == "auto":
-        return "numpy" if device is None or getattr(device, "type", "cpu") == "cpu" else "torch"
-    return backend

@@ -16,17 +16,30 @@ import numpy as np
 
 from neuromfa_callback.functional.partition import RadiusGrid
 
-__all__ = ["Float32Bins", "float32_bin_edges", "reference_bins"]
+__all__ = ["Float32Bins", "bin_tables", "float32_bin_edges", "reference_bins"]
 
 
-def reference_bins(v: np.ndarray, grid: RadiusGrid) -> np.ndarray:
+def _distances(v: np.ndarray, factor: float) -> np.ndarray:
+    """``1 / (float64(v) * factor)`` as the NumPy path computes it (``inf`` for 0)."""
+    a = np.asarray(v, dtype=np.float32).astype(np.float64)
+    if factor != 1.0:
+        a = a * factor
+    with np.errstate(divide="ignore", over="ignore"):
+        return 1.0 / a
+
+
+def reference_bins(v: np.ndarray, grid: RadiusGrid, factor: float = 1.0) -> np.ndarray:
     """Bin index (``m - grid.lo``) of float32 magnitudes exactly as the float64 path computes it; -1 if not kept.
+
+    ``factor``: the matrix's scale (``scale="rms"``), applied in float64 before ``1/|w|``.
 
     Example:
         >>> reference_bins(np.float32([0.02, 0.5, 1.0, 0.001]), RadiusGrid()).tolist()
         [49, 1, -1, -1]
+        >>> reference_bins(np.float32([0.02, 0.5]), RadiusGrid(), factor=0.5).tolist()
+        [99, 3]
     """
-    d = 1.0 / np.asarray(v, dtype=np.float32).astype(np.float64)
+    d = _distances(v, factor)
     keep = (d > 1.0) & (d <= grid.threshold)
     m = np.rint(d * grid.scale) if grid.decimals else np.rint(d)
     return np.where(keep, m - grid.lo, -1).astype(np.int64)
@@ -36,19 +49,26 @@ def reference_bins(v: np.ndarray, grid: RadiusGrid) -> np.ndarray:
 class Float32Bins:
     """``edges[k]``: the smallest float32 ``v`` whose bin is ``<= k``; ``keep_lo``: the smallest kept ``v``.
 
-    A magnitude ``v`` is kept iff ``keep_lo <= v < 1``; its bin is the number of edges greater than ``v``.
+    A magnitude ``v`` is kept iff ``keep_lo <= v < keep_hi``; its bin is the number of edges greater than ``v``.
+    ``keep_hi`` is 1 unless ``factor`` (the matrix's scale) is not 1.
     """
 
     grid: RadiusGrid
     edges: np.ndarray
     keep_lo: np.float32
+    keep_hi: np.float32 = np.float32(1.0)
+    factor: float = 1.0
+
+    def table(self) -> np.ndarray:
+        """``[edges..., keep_lo, keep_hi]`` as float32: what the kernel reads (``grid.size + 2`` values)."""
+        return np.concatenate([self.edges, [self.keep_lo, self.keep_hi]]).astype(np.float32)
 
     def bins(self, v: np.ndarray) -> np.ndarray:
         """Bins by comparison only (what the kernel does); -1 where not kept."""
         v = np.asarray(v, dtype=np.float32)
         # edges are decreasing in k: bin(v) = #{k : edges[k] > v}
         k = self.edges.size - np.searchsorted(self.edges[::-1], v, side="right")
-        keep = (v >= self.keep_lo) & (v < np.float32(1.0))
+        keep = (v >= self.keep_lo) & (v < self.keep_hi)
         return np.where(keep, k, -1).astype(np.int64)
 
 
@@ -65,30 +85,64 @@ def _smallest_f32_where(pred, lo_bits: np.ndarray, hi_bits: np.ndarray) -> np.nd
         lo = np.where(open_ & ~ok, mid + 1, lo)
 
 
-def float32_bin_edges(grid: RadiusGrid) -> Float32Bins:
-    """Exact float32 bin edges for ``grid`` (see the module docstring).
+def bin_tables(grid: RadiusGrid, factors) -> np.ndarray:
+    """``[edges..., keep_lo, keep_hi]`` (float32, ``grid.size + 2``) for every factor, in one vectorised bisection.
+
+    Row ``i`` equals ``float32_bin_edges(grid, factors[i]).table()``; many factors (one per matrix under
+    ``scale="rms"``) cost about as much as one.
+
+    Example:
+        >>> t = bin_tables(RadiusGrid(), [1.0, 0.5])
+        >>> t.shape, bool((t[0] == float32_bin_edges(RadiusGrid()).table()).all())
+        ((2, 152), True)
+    """
+    f = np.asarray(factors, dtype=np.float64).reshape(-1)
+    bad = ~(np.isfinite(f) & (f > 0))
+    if bad.any():
+        raise ValueError(f"Expected `factor` > 0 and finite, got {f[bad][0]}")
+    n = grid.size
+    fac = np.repeat(f, n + 2)
+    col = np.tile(np.arange(n + 2), f.size)
+    lo_bits = np.full(fac.size, np.float32(np.finfo(np.float32).tiny).view(np.uint32), dtype=np.uint32)
+    hi_bits = np.full(fac.size, np.float32(np.finfo(np.float32).max).view(np.uint32), dtype=np.uint32)
+
+    def pred(v: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        with np.errstate(divide="ignore", over="ignore"):
+            d = 1.0 / (v.astype(np.float64) * fac)  # x * 1.0 == x: the same as the NumPy path for factor 1
+        m = np.rint(d * grid.scale) if grid.decimals else np.rint(d)
+        return np.where(col < n, m - grid.lo <= col, np.where(col == n, d <= grid.threshold, d <= 1.0))
+
+    # Bracket each answer by +-8 float32 ulps around where the float64 rule flips (d * scale = m + 1/2,
+    # d = threshold, d = 1); the float64 rounding is far finer than a float32 ulp. Unconfirmed brackets
+    # (never seen) fall back to the whole range, so the result is exact either way.
+    with np.errstate(divide="ignore", over="ignore"):
+        flip = np.where(col < n, grid.scale / ((col + grid.lo + 0.5) * fac),
+                        np.where(col == n, 1.0 / (grid.threshold * fac), 1.0 / fac))
+    guess = np.clip(flip, np.finfo(np.float32).tiny, np.finfo(np.float32).max).astype(np.float32).view(np.uint32)
+    a = np.maximum(guess.astype(np.int64) - 8, lo_bits.astype(np.int64))
+    b = np.minimum(guess.astype(np.int64) + 8, hi_bits.astype(np.int64))
+    idx = np.arange(fac.size)
+    ok = pred(b.astype(np.uint32).view(np.float32), idx) & ~pred(a.astype(np.uint32).view(np.float32), idx)
+    lo_bits = np.where(ok, a + 1, lo_bits)
+    hi_bits = np.where(ok, b, hi_bits)
+    bits = _smallest_f32_where(pred, lo_bits, hi_bits)
+    return bits.astype(np.uint32).view(np.float32).reshape(f.size, n + 2)
+
+
+def float32_bin_edges(grid: RadiusGrid, factor: float = 1.0) -> Float32Bins:
+    """Exact float32 bin edges for ``grid`` (see the module docstring), for magnitudes scaled by ``factor``.
+
+    ``v -> 1 / (float64(v) * factor)`` is still monotone, so the bins stay intervals of float32 values.
 
     Example:
         >>> b = float32_bin_edges(RadiusGrid())
         >>> v = np.float32([0.02, 0.5, 0.999, 1.0, 0.0066])
         >>> b.bins(v).tolist() == reference_bins(v, RadiusGrid()).tolist()
         True
+        >>> b2 = float32_bin_edges(RadiusGrid(), factor=0.75)
+        >>> float(b2.keep_hi) > 1.0, b2.bins(v).tolist() == reference_bins(v, RadiusGrid(), 0.75).tolist()
+        (True, True)
     """
+    t = bin_tables(grid, [factor])[0]
     n = grid.size
-    one_bits = np.float32(1.0).view(np.uint32)
-    tiny_bits = np.float32(np.finfo(np.float32).tiny).view(np.uint32)
-    lo_bits = np.full(n, tiny_bits, dtype=np.uint32)
-    hi_bits = np.full(n, one_bits, dtype=np.uint32)
-
-    def bin_le(v: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        d = 1.0 / v.astype(np.float64)
-        m = np.rint(d * grid.scale) if grid.decimals else np.rint(d)
-        return m - grid.lo <= idx
-
-    edges = _smallest_f32_where(bin_le, lo_bits, hi_bits).astype(np.uint32).view(np.float32)
-
-    def kept(v: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        return 1.0 / v.astype(np.float64) <= grid.threshold
-
-    keep_lo = _smallest_f32_where(kept, lo_bits[:1], hi_bits[:1]).astype(np.uint32).view(np.float32)[0]
-    return Float32Bins(grid=grid, edges=edges, keep_lo=keep_lo)
+    return Float32Bins(grid=grid, edges=t[:n].copy(), keep_lo=t[n], keep_hi=t[n + 1], factor=float(factor))

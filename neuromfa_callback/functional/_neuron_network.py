@@ -23,10 +23,13 @@ from neuromfa_callback.functional._weights import (
     null_matrix,
     shape_of,
 )
+from neuromfa_callback.architectures.operators import Operator
 from neuromfa_callback.functional.partition import PartitionSums
 from neuromfa_callback.functional.spectrum import Spectrum, _validated_params
 
 __all__ = ["MatrixBlock", "NeuronNetwork", "null_seed"]
+
+_VIEWABLE = ("linear", "conv1d_hf", "mha", "expert", "linear_like")  # operators with a plain matrix view
 
 
 def null_seed(seed: int | None, permutation: int, block: int, matrix: int) -> int:
@@ -213,6 +216,37 @@ class NeuronNetwork:
             if depth is None or b.depth == depth:
                 yield from self._block_pieces(i, b)
 
+    def _kernel_blocks(self, depth: int | None) -> list[MatrixBlock]:
+        """The blocks with plain ``rows x nodes`` tensors for the CuPy kernel, which reads them in place
+        (operators as views where they have one; the null of a full network permuted one block at a time)."""
+        out = []
+        for i, b in enumerate(self.blocks):
+            if depth is not None and b.depth != depth:
+                continue
+            weights = []
+            for k, w in enumerate(b.weights):
+                if isinstance(w, Operator):
+                    w = w.matrix() if w.kind in _VIEWABLE else w.columns(0, w.n_in)
+                if self.full and self.permutation is not None:
+                    w = null_matrix(w, null_seed(self.seed, self.permutation, i, k))
+                weights.append(w)
+            out.append(replace(b, weights=tuple(weights)))
+        return out
+
+    def _group(self, depth: int | None, q: np.ndarray, grid: Any, min_neighbours: int, backend: str) -> PartitionSums:
+        """Partition sums of one depth's blocks (all blocks: ``depth=None``), on the backend that runs here."""
+        from neuromfa_callback.backends import check_backend
+
+        if check_backend(backend, self.device) == "cupy":  # the kernel reads the weights in place, in their dtype
+            from neuromfa_callback.backends.cupy_backend import partition_blocks_cupy
+
+            self.synchronize()
+            blocks = self._kernel_blocks(depth)
+            if not blocks:
+                return PartitionSums.empty(q, grid, min_neighbours, backend="cupy")
+            return partition_blocks_cupy(blocks, q, grid, min_neighbours)
+        return self._stream(self._pieces(depth), q, grid, min_neighbours, backend)
+
     def _stream(self, pieces: Iterator[Any], q: np.ndarray, grid: Any, min_neighbours: int, backend: str) -> PartitionSums:
         from neuromfa_callback.backends import compute_partition
 
@@ -246,7 +280,7 @@ class NeuronNetwork:
         """Partition sums of the nodes of each depth (one entry per :attr:`depth_names`); they add up to
         :meth:`partition` exactly, since partition sums are sums over nodes."""
         q, grid, min_neighbours = _validated_params(q, threshold, decimals, min_neighbours, backend)
-        return tuple(self._stream(self._pieces(d), q, grid, min_neighbours, backend) for d in range(self.n_depths))
+        return tuple(self._group(d, q, grid, min_neighbours, backend) for d in range(self.n_depths))
 
     @torch.no_grad()
     def partition(
@@ -257,8 +291,9 @@ class NeuronNetwork:
         Args:
             q, threshold, decimals, min_neighbours: as for
                 :func:`~neuromfa_callback.functional.spectrum.multifractal_spectrum`.
-            backend: ``"auto"`` (weights on CPU: ``"numpy"``; on CUDA: the engine's CUDA choice),
-                ``"numpy"``, ``"torch"`` or ``"cupy"``.
+            backend: ``"auto"`` (weights on CPU: ``"numpy"``; on CUDA: ``"cupy"`` once the kernel passed its
+                self-check there, else ``"torch"``), ``"numpy"``, ``"torch"`` or ``"cupy"`` (the kernel reads
+                the weight matrices in place, in their dtype).
 
         Returns:
             :class:`PartitionSums`, equal to the partition sums of :attr:`indptr`/:attr:`distances`.
@@ -274,7 +309,7 @@ class NeuronNetwork:
             True
         """
         q, grid, min_neighbours = _validated_params(q, threshold, decimals, min_neighbours, backend)
-        return self._stream(self._pieces(), q, grid, min_neighbours, backend)
+        return self._group(None, q, grid, min_neighbours, backend)
 
     def spectrum(self, **kwargs: Any) -> Spectrum:
         """``self.partition(**kwargs).spectrum()``."""

@@ -51,3 +51,27 @@ def test_float32_reciprocal_would_be_wrong_somewhere():
     ref = reference_bins(v, grid)
     kept = ref >= 0
     assert (naive[kept] != ref[kept]).any()
+
+
+@pytest.mark.parametrize("factor", [0.37, 0.9, 1.0, 1.3, 7.25])
+@pytest.mark.parametrize(("threshold", "decimals"), [(150.0, 0), (200.0, 1)])
+def test_scaled_magnitudes_bin_like_float64_near_every_edge(threshold, decimals, factor):
+    """With a matrix scale (``scale="rms"``): d = 1/(float64(v) * factor); exhaustive +-64 ulps of every edge."""
+    grid = RadiusGrid(threshold, decimals)
+    b = float32_bin_edges(grid, factor)
+    bits = np.concatenate([b.edges.view(np.uint32), [b.keep_lo.view(np.uint32), b.keep_hi.view(np.uint32)]])
+    near = (bits[:, None].astype(np.int64) + np.arange(-64, 65)[None, :]).ravel()
+    v = near[near > 0].astype(np.uint32).view(np.float32)
+    np.testing.assert_array_equal(b.bins(v), reference_bins(v, grid, factor))
+
+
+def test_bin_tables_of_many_factors_equal_one_at_a_time():
+    from neuromfa_callback.backends.binning import bin_tables
+
+    grid = RadiusGrid(120.0, 1)
+    factors = np.random.default_rng(1).uniform(0.2, 5.0, size=12)
+    many = bin_tables(grid, factors)
+    for f, row in zip(factors, many):
+        np.testing.assert_array_equal(row, float32_bin_edges(grid, f).table())
+    with pytest.raises(ValueError, match=r"Expected `factor` > 0 and finite, got -1.0"):
+        bin_tables(grid, [1.0, -1.0])

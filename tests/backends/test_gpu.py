@@ -1,7 +1,7 @@
 """GPU parity (``pytest -m gpu``): CUDA backends against the NumPy oracle. Skipped without CUDA.
 
-The torch backend runs on CUDA tensors today; the CuPy kernel (issue: GPU kernel) is not
-implemented yet, so its parity tests fail on a GPU with NotImplementedError until it lands.
+The CuPy kernel's source is also verified without a GPU (``pytest -m kernel``: CPU harness, NVRTC);
+these tests run it for real. Needs ``pip install 'neuromfa-callback[cuda12]'`` for the cupy cases.
 """
 
 from __future__ import annotations
@@ -64,19 +64,70 @@ def test_too_sparse_nodes_on_cuda(backend):
 
 
 def test_auto_on_cuda_records_the_backend_that_ran():
+    from neuromfa_callback.backends.cupy_backend import cupy_ready
+
     arrays, _ = load_golden("gptneox_tiny_init")
     s = multifractal_spectrum(torch.from_numpy(arrays["indptr"]).cuda(), torch.from_numpy(arrays["distances"]).cuda())
-    from neuromfa_callback._imports import cupy_available
-
-    assert s.backend == ("cupy" if cupy_available() else "torch")
+    assert s.backend == ("cupy" if cupy_ready(torch.device("cuda", torch.cuda.current_device())) else "torch")
 
 
-def test_no_memory_held_between_calls():
+@pytest.mark.parametrize("backend", CUDA_BACKENDS)
+def test_no_memory_held_between_calls(backend):
     model = _mlp(torch.bfloat16, [(512, 512), (512, 2048)])
     net = build_network(model, full=True)
-    net.partition(backend="torch")
+    net.partition(backend=backend)
     torch.cuda.synchronize()
     before = torch.cuda.memory_allocated()
-    net.partition(backend="torch")
+    net.partition(backend=backend)
     torch.cuda.synchronize()
     assert torch.cuda.memory_allocated() == before
+    if backend == "cupy":
+        import cupy
+
+        assert cupy.get_default_memory_pool().used_bytes() == 0  # every buffer is torch's
+
+
+def test_cupy_self_check_passes_and_check_backend_selects_it():
+    from neuromfa_callback.backends import check_backend
+    from neuromfa_callback.backends.cupy_backend import CupyRunner
+    from neuromfa_callback.backends.known_answer import known_answer_mismatches
+
+    dev = torch.device("cuda", torch.cuda.current_device())
+    assert known_answer_mismatches(CupyRunner(dev)) == []
+    assert check_backend("cupy", dev) == "cupy"
+    assert check_backend("auto", dev) == "cupy"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_dense_entry_reads_weights_in_place(dtype):
+    """partition_sums_dense on one strided CUDA matrix per dtype, with a scale: the oracle's sums exactly."""
+    from neuromfa_callback.backends.cupy_backend import partition_sums_dense
+    from neuromfa_callback.backends.known_answer import oracle_csr
+    from neuromfa_callback.backends.numpy_backend import partition_sums_numpy
+    from neuromfa_callback.functional.partition import RadiusGrid
+    from neuromfa_callback.functional.spectrum import default_q
+
+    torch.manual_seed(1)
+    w = (torch.randn(1000, 333, device="cuda") * 0.02).to(dtype).t()  # 333 x 1000 view, column stride 1
+    got = partition_sums_dense(w, 0.8, default_q(), RadiusGrid(), 10)
+    ip, d = oracle_csr([([w], [0.8])])
+    ref = partition_sums_numpy(ip, d, default_q(), RadiusGrid(), 10)
+    np.testing.assert_array_equal(got.present, ref.present)
+    assert (got.n_nodes, got.n_edges, got.backend) == (ref.n_nodes, ref.n_edges, "cupy")
+    np.testing.assert_allclose(got.z, ref.z, rtol=1e-12, atol=0)
+
+
+def test_rms_scaled_network_on_cuda_matches_numpy():
+    """RMS-scaled blocks (one scale per matrix) through the kernel: the oracle on the same blocks and scales."""
+    from neuromfa_callback.backends.known_answer import oracle_csr
+    from neuromfa_callback.backends.numpy_backend import partition_sums_numpy
+    from neuromfa_callback.functional.partition import RadiusGrid
+    from neuromfa_callback.functional.spectrum import default_q
+
+    model = _mlp(torch.bfloat16, [(97, 131), (131, 64)])
+    net = build_network(model, full=True, scale="rms")
+    assert any(s != 1.0 for b in net.blocks for s in b.scales)
+    got = net.partition(backend="cupy")
+    ref = partition_sums_numpy(*oracle_csr([(b.weights, b.scales) for b in net.blocks]), default_q(), RadiusGrid(), 10)
+    assert (got.n_nodes, got.n_edges) == (ref.n_nodes, ref.n_edges)
+    np.testing.assert_allclose(got.z, ref.z, rtol=1e-12, atol=0)
