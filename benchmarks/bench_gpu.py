@@ -44,15 +44,14 @@ def pythia_network(hidden: int, blocks: int, inter: int, seed: int = 0, device: 
                 MatrixBlock(
                     name=name,
                     names=(name,),
-                    layer=layer,
-                    role=role,
+                    depth=layer,
                     weights=(w,),
                     columns=np.arange(cols),
                     rows=(None,),
                     scales=(1.0,),
                 )
             )
-    return NeuronNetwork(tuple(out), family="gpt_neox", full=True, seed=None, neurons_per_layer=None, scale=None)
+    return NeuronNetwork(tuple(out), depth_names=[f"layers.{i}" for i in range(blocks)], family="gpt_neox", full=True)
 
 
 def time_partition(
