@@ -21,6 +21,11 @@ from tests.architectures._helpers import (
 )
 
 
+@pytest.fixture(autouse=True)
+def _seed_torch() -> None:
+    torch.manual_seed(0)
+
+
 def _by_name(d):
     return {m.name: m for m in d}
 
@@ -171,20 +176,28 @@ def test_header_fits_120_columns(reports, case):
     assert all(len(line) <= 120 for line in reports[case].splitlines())
 
 
+class LongNames(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = torch.nn.ModuleList(torch.nn.ModuleDict({LONG: torch.nn.Linear(8, 8)}) for _ in range(2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = torch.relu(layer[LONG](x))
+        return x
+
+
+LONG = "a_projection_with_a_name_long_enough_to_overflow_its_column_of_the_table"
+
+
 def test_long_names_are_truncated_at_72_characters():
-    """A node-set name longer than 72 characters is cut to 69 + '...' in its column."""
-    inner = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 4))
-    model = torch.nn.Module()
-    name = "a_rather_long_module_name_that_goes_on_and_on"
-    model.add_module(name, torch.nn.Module())
-    getattr(model, name).add_module("another_long_submodule_name", inner)
-    model.forward = lambda x: inner(x)
-    d = describe(model)
-    full = f"{name}.another_long_submodule_name.0.weight"
+    """A node-set name longer than 72 characters is cut to 69 + '...' in its column; the row fits 120."""
+    d = describe(LongNames())
+    full = f"layers.0.{LONG}.weight"
     assert len(full) > 72 and d.node_sets[0].name == full
     rows = _table_rows(str(d))
-    assert rows[0][1] == full[:69] + "..."
-    assert all(len(cell) <= 72 for row in rows for cell in row)
+    assert rows[0] == ["0 layers.0", full[:69] + "...", "8", "8"]
+    assert all(len(line) <= 120 for line in str(d).splitlines()[2:])
 
 
 def test_module_selection_names_relative_to_the_part():

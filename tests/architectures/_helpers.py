@@ -201,7 +201,9 @@ class BasicBlock(torch.nn.Module):
         self.bn2 = torch.nn.BatchNorm2d(cout)
         self.downsample = None
         if stride != 1 or cin != cout:
-            self.downsample = torch.nn.Sequential(torch.nn.Conv2d(cin, cout, 1, stride, bias=False), torch.nn.BatchNorm2d(cout))
+            self.downsample = torch.nn.Sequential(
+                torch.nn.Conv2d(cin, cout, 1, stride, bias=False), torch.nn.BatchNorm2d(cout)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.relu(self.bn1(self.conv1(x)))
@@ -274,10 +276,14 @@ class MoeBlock(torch.nn.Module):
 class MoeStack(torch.nn.Module):
     """``layers.N``: attention-free blocks of one ``nn.Linear`` mixer and one :class:`MoeBlock` each."""
 
-    def __init__(self, layers: int = 2, hidden: int = 16, inter: int = 24, experts: int = 3, x_at_w: bool = False) -> None:
+    def __init__(
+        self, layers: int = 2, hidden: int = 16, inter: int = 24, experts: int = 3, x_at_w: bool = False
+    ) -> None:
         super().__init__()
         self.layers = torch.nn.ModuleList(
-            torch.nn.ModuleDict({"mix": torch.nn.Linear(hidden, hidden), "moe": MoeBlock(hidden, inter, experts, x_at_w)})
+            torch.nn.ModuleDict(
+                {"mix": torch.nn.Linear(hidden, hidden), "moe": MoeBlock(hidden, inter, experts, x_at_w)}
+            )
             for _ in range(layers)
         )
 

@@ -103,7 +103,9 @@ def test_hf_output_embeddings_are_unembeddings():
         layout = resolve(model)
         assert dict(layout.skipped) == {"lm_head.weight": "unembedding (output embedding)"}
         embeddings = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
-        mats = {n for n, p in model.named_parameters() if p.ndim == 2 and id(p) not in embeddings and p is not head.weight}
+        mats = {
+            n for n, p in model.named_parameters() if p.ndim == 2 and id(p) not in embeddings and p is not head.weight
+        }
         assert {op.params[0] for op in layout.operators} == mats
 
 

@@ -37,7 +37,8 @@ def _check_reads(op, oracle: torch.Tensor, seed: int = 0) -> None:
     rs = np.random.RandomState(seed)
     rows = rs.choice(op.n_rows, min(5, op.n_rows), replace=False)
     cols = rs.choice(op.n_in, min(3, op.n_in), replace=False)
-    torch.testing.assert_close(op.gather(rows, cols), oracle[torch.as_tensor(rows)][:, torch.as_tensor(cols)], rtol=0, atol=0)
+    want = oracle[torch.as_tensor(rows)][:, torch.as_tensor(cols)]
+    torch.testing.assert_close(op.gather(rows, cols), want, rtol=0, atol=0)
     torch.testing.assert_close(op.gather(None, cols), oracle[:, torch.as_tensor(cols)], rtol=0, atol=0)
 
 
@@ -151,7 +152,8 @@ def test_moe_experts_stored_out_by_in():
     block = MoeBlock(hidden=16, inter=24, experts=3, x_at_w=False)
     ops = _ops(block, torch.randn(2, 5, 16))
     ex = block.experts
-    assert [n for n in ops if n.startswith("experts")] == [f"experts.{p}[{e}]" for p in ("gate_up", "down") for e in range(3)]
+    expected = [f"experts.{p}[{e}]" for p in ("gate_up", "down") for e in range(3)]
+    assert [n for n in ops if n.startswith("experts")] == expected
     for e in range(3):
         up, down = ops[f"experts.gate_up[{e}]"], ops[f"experts.down[{e}]"]
         assert (up.kind, up.expert, up.input_slot, down.input_slot) == ("expert", e, 0, None)
@@ -221,7 +223,8 @@ def test_mixtral_experts_and_router():
     ops = {op.name: op for op in layout.operators}
     moe = model.model.layers[1].mlp
     for e in range(4):
-        up, down = ops[f"model.layers.1.mlp.experts.gate_up_proj[{e}]"], ops[f"model.layers.1.mlp.experts.down_proj[{e}]"]
+        up = ops[f"model.layers.1.mlp.experts.gate_up_proj[{e}]"]
+        down = ops[f"model.layers.1.mlp.experts.down_proj[{e}]"]
         assert not up.transposed and not down.transposed
         _check_reads(up, moe.experts.gate_up_proj[e].detach(), seed=e)  # 96 x 64
         _check_reads(down, moe.experts.down_proj[e].detach(), seed=e)  # 64 x 48
