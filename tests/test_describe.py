@@ -1,91 +1,214 @@
-"""describe(): which parameters are network matrices, and why the others are not."""
+"""describe(): the node sets with their depths and sizes, every parameter (analysed or why not), the coverage."""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 import torch
 
 from neuromfa_callback import describe
-from tests.architectures._helpers import tiny_bert, tiny_gpt2, tiny_gpt_neox, tiny_llama, tiny_mlp
+from tests.architectures._helpers import (
+    lightning_transformer,
+    tiny_bert,
+    tiny_gpt2,
+    tiny_gpt_neox,
+    tiny_llama,
+    tiny_mixtral,
+    tiny_nanogpt,
+    tiny_resnet,
+    tiny_t5,
+)
+
+
+@pytest.fixture(autouse=True)
+def _seed_torch() -> None:
+    torch.manual_seed(0)
 
 
 def _by_name(d):
     return {m.name: m for m in d}
 
 
-def test_gpt_neox_table():
-    model = tiny_gpt_neox()
+def _table_rows(text: str) -> list[list[str]]:
+    """The node-set table of str(describe(...)): cells split on runs of 2+ spaces."""
+    lines = text.splitlines()
+    start = lines.index("") + 2  # header line, blank line, column titles
+    stop = lines.index("", start)
+    return [re.split(r"\s{2,}", line) for line in lines[start:stop]]
+
+
+def test_every_parameter_listed_in_order_under_its_own_name():
+    """describe lists every parameter of the (unwrapped) model once, in named_parameters order, with the names
+    of the bare model even through torch.compile."""
+    model = tiny_llama()
     d = describe(torch.compile(model))
-    assert d.family == "gpt_neox" and d.path == "_orig_mod"
+    assert d.path == "_orig_mod"
     assert [m.name for m in d] == [n for n, _ in model.named_parameters()]
-    info = _by_name(d)
-    qkv = info["gpt_neox.layers.1.attention.query_key_value.weight"]
-    assert (qkv.used, qkv.layer, qkv.role, qkv.shape) == (True, 1, "attention_in", (192, 64))
-    assert len(d.used) == 8
-    expected = {
-        "gpt_neox.embed_in.weight": "embedding",
-        "gpt_neox.layers.0.attention.query_key_value.bias": "bias",
-        "gpt_neox.layers.0.input_layernorm.weight": "norm",
-        "gpt_neox.final_layer_norm.weight": "norm",
-        "lm_head.weight": "unembedding",
-    }
-    for name, reason in expected.items():
-        assert (info[name].used, info[name].reason) == (False, reason)
-    table = str(d)
-    assert table.splitlines()[0] == "gpt_neox model at `_orig_mod`: 8 of 28 parameters are network matrices"
-    rows = {line.split()[0]: line.split()[1:5] for line in table.splitlines()[3:]}
-    assert rows["gpt_neox.layers.0.mlp.dense_4h_to_h.weight"] == ["64x256", "yes", "0", "mlp_out"]
-    assert rows["lm_head.weight"] == ["64x64", "no", "unembedding"]
-    assert len(rows) == 28
+    assert [m.shape for m in d] == [tuple(p.shape) for p in model.parameters()]
+
+
+def test_analysed_parameters_carry_depth_and_node_set():
+    """A projection that shares its input with others is listed with its depth and the fused node-set name."""
+    info = _by_name(describe(tiny_llama()))
+    k = info["model.layers.1.self_attn.k_proj.weight"]
+    assert (k.used, k.depth, k.shape) == (True, 1, (16, 64))
+    assert k.node_set == "model.layers.1.self_attn.{q_proj,k_proj,v_proj}.weight"
+    assert str(k) == f"model.layers.1.self_attn.k_proj.weight 16x64: depth 1 (node set {k.node_set})"
+    down = info["model.layers.0.mlp.down_proj.weight"]
+    assert (down.used, down.depth, down.node_set) == (True, 0, "model.layers.0.mlp.down_proj.weight")
 
 
 @pytest.mark.parametrize(
-    ("build", "used", "skipped"),
+    ("build", "skipped"),
     [
-        (
-            tiny_gpt2,
-            8,
-            {
-                "transformer.wpe.weight": "embedding",
-                "lm_head.weight": "unembedding (tied to transformer.wte.weight)",
-                "transformer.h.0.ln_1.bias": "bias",
-            },
-        ),
-        (
-            tiny_llama,
-            14,
-            {"model.norm.weight": "norm", "model.embed_tokens.weight": "embedding", "lm_head.weight": "unembedding"},
-        ),
-        (
-            tiny_bert,
-            12,
-            {
-                "pooler.dense.weight": "pooler (task head)",
-                "embeddings.LayerNorm.weight": "norm",
-                "encoder.layer.0.attention.output.LayerNorm.bias": "bias",
-            },
-        ),
-        (tiny_mlp, 3, {"0.bias": "bias"}),
+        (tiny_gpt2, {"transformer.wpe.weight": "embedding", "lm_head.weight": "unembedding (output embedding)",
+                     "transformer.h.0.ln_1.bias": "bias", "transformer.h.0.attn.c_attn.bias": "bias"}),
+        (tiny_llama, {"model.norm.weight": "norm", "model.embed_tokens.weight": "embedding",
+                      "lm_head.weight": "unembedding (output embedding)"}),
+        (tiny_bert, {"embeddings.LayerNorm.weight": "norm", "embeddings.word_embeddings.weight": "embedding",
+                     "encoder.layer.0.attention.output.LayerNorm.bias": "bias"}),
+        (tiny_nanogpt, {"lm_head.weight": "unembedding (tied to wte.weight)", "wpe.weight": "embedding",
+                        "h.0.0.weight": "norm"}),
     ],
-    ids=["gpt2", "llama", "bert", "mlp"],
+    ids=["gpt2", "llama", "bert", "nanogpt"],
 )
-def test_skip_reasons(build, used, skipped):
+def test_skip_reasons(build, skipped):
+    """Every parameter not analysed carries a specific reason (bias, norm, embedding, unembedding ...)."""
     d = describe(build())
-    assert len(d.used) == used
     info = _by_name(d)
     for name, reason in skipped.items():
-        assert (info[name].used, info[name].reason) == (False, reason)
-    assert all(m.reason.startswith("node set ") for m in d.used)
-    assert "not in the" not in str(d)  # every skipped parameter gets a specific reason
+        assert (info[name].used, info[name].reason, info[name].depth) == (False, reason, None)
+    assert all(m.reason == f"node set {m.node_set}" for m in d.used)
 
 
-def test_fused_groups_share_a_node_set():
-    d = _by_name(describe(tiny_llama()))
-    k = d["model.layers.0.self_attn.k_proj.weight"]
-    assert k.reason == "node set model.layers.0.self_attn.{q_proj,k_proj,v_proj}.weight"
-    assert str(k) == f"model.layers.0.self_attn.k_proj.weight 16x64: layer 0 attention_in ({k.reason})"
+def test_node_set_table_lists_depth_name_and_sizes():
+    """The table has one row per node set: its depth (index and block), its name, its input neurons and its
+    out-edge slots per node (the out-dimensions of its operators, summed), computed here from the parameters."""
+    model = tiny_llama()
+    d = describe(model)
+    rows = _table_rows(str(d))
+    assert len(rows) == len(d.node_sets) == 8
+    p = dict(model.named_parameters())
+    for row, ns in zip(rows, d.node_sets):
+        first = p[ns.names[0]]
+        want_out = sum(p[n].shape[0] for n in ns.names)
+        assert row == [f"{ns.depth} model.layers.{ns.depth}", ns.name, str(first.shape[1]), str(want_out)]
+    assert rows[0] == ["0 model.layers.0", "model.layers.0.self_attn.{q_proj,k_proj,v_proj}.weight", "64", "96"]
 
 
-def test_unsupported_model_raises_the_same_error():
-    with pytest.raises(ValueError, match="Unsupported model Conv2d"):
-        describe(torch.nn.Conv2d(1, 1, 3))
+@pytest.mark.parametrize("build", [tiny_llama, tiny_gpt_neox], ids=["llama", "gpt_neox"])
+def test_full_coverage_of_decoders(build):
+    """Every >= 2-D weight of a Llama / GPT-NeoX but the embeddings and the unembedding is analysed: coverage
+    1.0, over exactly those elements (counted here from the parameters)."""
+    model = build()
+    d = describe(model)
+    head = model.get_output_embeddings().weight
+    embeds = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    considered = sum(p.numel() for p in model.parameters() if p.ndim >= 2 and id(p) not in embeds and p is not head)
+    assert d.considered_elements == considered
+    assert d.coverage == 1.0
+
+
+class WithUnused(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = torch.nn.Linear(8, 8)
+        self.spare = torch.nn.Linear(8, 8)
+        self.b = torch.nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(torch.relu(self.a(x)))
+
+
+def test_coverage_below_one_when_an_operator_is_unused():
+    """An operator the forward pass never calls: coverage = used / considered elements (64 + 32 of 160), and the
+    reason is listed with it."""
+    d = describe(WithUnused())
+    assert d.coverage == pytest.approx((64 + 32) / 160)
+    spare = _by_name(d)["spare.weight"]
+    assert (spare.used, spare.reason) == (False, "not called in the forward pass")
+    assert "spare.weight" in str(d) and "not called in the forward pass" in str(d)
+
+
+TYPICAL = {
+    "llama": tiny_llama,
+    "gpt_neox": tiny_gpt_neox,
+    "gpt2": tiny_gpt2,
+    "bert": tiny_bert,
+    "t5": tiny_t5,
+    "mixtral": tiny_mixtral,
+    "resnet": tiny_resnet,
+    "torch-transformer": lightning_transformer,
+}
+
+
+@pytest.fixture(scope="module")
+def reports() -> dict[str, str]:
+    return {k: str(describe(build())) for k, build in TYPICAL.items()}
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(c, marks=pytest.mark.xfail(
+            strict=True, reason="BUG: each column is cut at 72 characters but the row is not: a 30-character block "
+            "path (transformer.encoder.layers.0) next to a 72-character node-set name gives 128 columns"))
+        if c == "torch-transformer" else c
+        for c in TYPICAL
+    ],
+)
+def test_table_lines_fit_120_columns(reports, case):
+    """Every table line of the report (node sets and skipped parameters) fits 120 columns for typical models."""
+    lines = reports[case].splitlines()[1:]
+    assert len(lines) > 5
+    assert max(len(line) for line in lines) <= 120, max(lines, key=len)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: the report's first line (model, node sets, depths, sampling, source and coverage in one "
+    "sentence) is 170-180 characters for every HF model",
+)
+@pytest.mark.parametrize("case", ["llama", "gpt_neox"])
+def test_header_fits_120_columns(reports, case):
+    """The report's header fits 120 columns too."""
+    assert all(len(line) <= 120 for line in reports[case].splitlines())
+
+
+class LongNames(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = torch.nn.ModuleList(torch.nn.ModuleDict({LONG: torch.nn.Linear(8, 8)}) for _ in range(2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = torch.relu(layer[LONG](x))
+        return x
+
+
+LONG = "a_projection_with_a_name_long_enough_to_overflow_its_column_of_the_table"
+
+
+def test_long_names_are_truncated_at_72_characters():
+    """A node-set name longer than 72 characters is cut to 69 + '...' in its column; the row fits 120."""
+    d = describe(LongNames())
+    full = f"layers.0.{LONG}.weight"
+    assert len(full) > 72 and d.node_sets[0].name == full
+    rows = _table_rows(str(d))
+    assert rows[0] == ["0 layers.0", full[:69] + "...", "8", "8"]
+    assert all(len(line) <= 120 for line in str(d).splitlines()[2:])
+
+
+def test_module_selection_names_relative_to_the_part():
+    """describe(module=...) lists the parameters of that part only, named relative to it."""
+    model = tiny_t5()
+    d = describe(model, module="encoder")
+    assert [m.name for m in d] == [n for n, _ in model.encoder.named_parameters()]
+    assert {m.depth for m in d.used} == {0, 1}
+
+
+def test_no_weight_operator_raises():
+    """describe raises the same ValueError as build_network on a model without a weight operator."""
+    with pytest.raises(ValueError, match="has no weight operator"):
+        describe(torch.nn.LayerNorm(4))

@@ -1,8 +1,8 @@
-"""Detection and unwrapping: the same matrices, under the same names, whatever wraps the model."""
+"""Unwrapping and presets: the same network whatever wraps the model, and presets only where they fit."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
+import copy
 
 import lightning.pytorch as pl
 import numpy as np
@@ -11,143 +11,143 @@ import torch
 
 from neuromfa_callback import build_network
 from neuromfa_callback.architectures import resolve
-from tests.architectures._helpers import tiny_gpt2, tiny_gpt_neox, tiny_mlp
+from tests.architectures._helpers import tiny_gpt_neox, tiny_llama
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
 
 
 class Holder(pl.LightningModule):
-    def __init__(self, **modules: torch.nn.Module) -> None:
-        super().__init__()
-        for k, v in modules.items():
-            setattr(self, k, v)
+    """A LightningModule holding the model (and a loss), with no forward of its own."""
 
-
-class DirectMLP(pl.LightningModule):
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc1, self.fc2 = torch.nn.Linear(20, 30), torch.nn.Linear(30, 20)
-
-
-class FakeLoraModel(torch.nn.Module):  # PEFT's LoraModel: the HF model under `.model`
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
         self.model = model
+        self.loss = torch.nn.CrossEntropyLoss()
 
 
-class FakePeftModel(torch.nn.Module):  # PEFT's PeftModel: `peft_config` + `base_model.model`
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.peft_config = {"default": None}
-        self.base_model = FakeLoraModel(model)
+def _peft(model: torch.nn.Module) -> torch.nn.Module:
+    from peft import LoraConfig, get_peft_model
+
+    return get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj", "v_proj", "down_proj"]))
 
 
-class LoraLinear(torch.nn.Module):
-    def __init__(self, base: torch.nn.Linear, adapters: bool) -> None:
-        super().__init__()
-        self.base_layer = base
-        if adapters:
-            self.lora_A = torch.nn.ModuleDict({"default": torch.nn.Linear(base.in_features, 2, bias=False)})
-
-
-def _same_network(a, b) -> None:
-    assert [x.names for x in a.blocks] == [x.names for x in b.blocks]
-    np.testing.assert_array_equal(a.indptr, b.indptr)
-    np.testing.assert_array_equal(a.distances, b.distances)
+# (wrap, module=, expected Layout.path, prefix of every name relative to the wrapper)
+WRAPS = {
+    "compile": (torch.compile, None, "_orig_mod", ""),
+    "peft": (_peft, None, "base_model.model", ""),
+    "dataparallel": (torch.nn.DataParallel, None, "module", ""),
+    "lightning": (Holder, None, "", "model."),
+    "lightning+module": (Holder, "model", "model", ""),
+    "lightning+compile+module": (lambda m: Holder(torch.compile(m)), "model", "model._orig_mod", ""),
+}
 
 
 @pytest.fixture(scope="module")
-def neox():
-    return tiny_gpt_neox()
+def llama():
+    model = tiny_llama()
+    return model, build_network(model, neurons_per_layer=8, seed=1)
+
+
+def _wrapped(model, case):
+    """A fresh copy of ``model`` in the wrapper (PEFT replaces layers in place)."""
+    wrap, module, path, prefix = WRAPS[case]
+    return wrap(copy.deepcopy(model)), module, path, prefix
+
+
+@pytest.mark.parametrize("case", list(WRAPS))
+def test_same_distances_through_wrappers(llama, case):
+    """compile, PEFT (adapters at init: B = 0, so effective = base), DataParallel, a LightningModule (with or
+    without module=): the same nodes, out-edges and distances as the bare model, bit for bit."""
+    model, plain = llama
+    wrapped, module, path, _ = _wrapped(model, case)
+    net = build_network(wrapped, neurons_per_layer=8, seed=1, module=module)
+    assert [b.columns.tolist() for b in net.blocks] == [b.columns.tolist() for b in plain.blocks]
+    np.testing.assert_array_equal(net.indptr, plain.indptr)
+    np.testing.assert_array_equal(net.distances, plain.distances)
+    assert net.depth_names == tuple(("model." if case == "lightning" else "") + d for d in plain.depth_names)
 
 
 @pytest.mark.parametrize(
-    ("wrap", "path"),
+    "case",
     [
-        (lambda m: Holder(model=m, loss=torch.nn.CrossEntropyLoss()), "model"),
-        (lambda m: torch.compile(m), "_orig_mod"),
-        (lambda m: FakePeftModel(m), "base_model.model"),
-        (lambda m: torch.nn.DataParallel(m), "module"),
-        (lambda m: Holder(inner=torch.compile(m)), "inner._orig_mod"),
+        pytest.param(c, marks=pytest.mark.xfail(
+            strict=True, reason="BUG: select_module joins an empty inner path with a dot: 'model.'"))
+        if c == "lightning+module" else c
+        for c in WRAPS
     ],
-    ids=["lightning", "compile", "peft", "dataparallel", "lightning+compile"],
 )
-def test_wrappers_are_looked_through(neox, wrap, path):
-    wrapped = wrap(neox)
-    layout = resolve(wrapped)
-    assert (layout.family, layout.path) == ("gpt_neox", path)
-    assert layout.model is neox
-    _same_network(build_network(wrapped, neurons_per_layer=8, seed=1), build_network(neox, neurons_per_layer=8, seed=1))
+def test_layout_path_through_wrappers(llama, case):
+    """Layout.path says where the analysed module sits in the object passed (the attribute path)."""
+    wrapped, module, path, _ = _wrapped(llama[0], case)
+    layout = resolve(wrapped, module=module)
+    assert layout.path == path
+    assert layout.model is (wrapped.get_submodule(path) if path else wrapped)
 
 
-def test_lightning_mlp_attribute_and_direct_layers():
-    mlp = tiny_mlp()
-    layout = resolve(Holder(net=mlp))
-    assert (layout.family, layout.path, layout.model) == ("mlp", "net", mlp)
-    layout = resolve(DirectMLP())
-    assert (layout.family, layout.path, [g.name for g in layout.groups]) == ("mlp", "", ["fc1.weight", "fc2.weight"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(c, marks=pytest.mark.xfail(
+            strict=True, reason="BUG: a LoRA operator is named after its base layer's parameter "
+            "(`q_proj.base_layer.weight`), so node set names change when a model is wrapped by PEFT"))
+        if c == "peft" else c
+        for c in WRAPS
+    ],
+)
+def test_same_node_set_names_through_wrappers(llama, case):
+    """Node set names are the bare model's (a LightningModule analysed whole: prefixed with its attribute)."""
+    model, plain = llama
+    wrapped, module, _, prefix = _wrapped(model, case)
+    net = build_network(wrapped, neurons_per_layer=8, seed=1, module=module)
+    assert [b.names for b in net.blocks] == [tuple(prefix + n for n in b.names) for b in plain.blocks]
 
 
-def test_compiled_mlp():
-    mlp = tiny_mlp()
-    _same_network(build_network(torch.compile(mlp), neurons_per_layer=8), build_network(mlp, neurons_per_layer=8))
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: the gpt_neox preset matches operator names ending in `query_key_value.weight`; PEFT's default "
+    "LoRA target for GPT-NeoX renames it `query_key_value.base_layer.weight`, so resolve raises",
+)
+def test_peft_gpt_neox_keeps_the_reference_preset():
+    """get_peft_model(pythia, LoraConfig()) (PEFT's default targets: query_key_value) is still analysed with the
+    reference's sampling, and at init (B = 0) gives the bare model's network."""
+    from peft import LoraConfig, get_peft_model
+
+    model = tiny_gpt_neox()
+    plain = build_network(model, neurons_per_layer=8, seed=0)
+    pm = get_peft_model(model, LoraConfig(r=2))
+    assert resolve(pm).family == "gpt_neox"
+    net = build_network(pm, neurons_per_layer=8, seed=0)
+    np.testing.assert_array_equal(net.distances, plain.distances)
 
 
-def test_several_models_in_a_lightning_module(neox):
-    with pytest.raises(ValueError, match=r"several supported models.*student \(gpt_neox\).*teacher \(gpt2\)"):
-        resolve(Holder(student=neox, teacher=tiny_gpt2()))
+@pytest.mark.parametrize("wrap", [torch.compile, Holder, torch.nn.DataParallel], ids=["compile", "lightning", "dp"])
+def test_gpt_neox_preset_found_through_wrappers(wrap):
+    """auto picks the gpt_neox preset for a GPT-NeoX inside any wrapper."""
+    assert resolve(wrap(tiny_gpt_neox())).family == "gpt_neox"
 
 
-def test_peft_base_layer_is_read_and_unmerged_lora_is_refused():
-    model = tiny_gpt_neox(layers=1)
-    attn = model.gpt_neox.layers[0].attention
-    base = attn.query_key_value
-    attn.query_key_value = LoraLinear(base, adapters=False)
-    net = build_network(FakePeftModel(model), neurons_per_layer=8)
-    assert net.blocks[0].name == "gpt_neox.layers.0.attention.query_key_value.base_layer.weight"
-    attn.query_key_value = LoraLinear(base, adapters=True)
-    with pytest.raises(
-        ValueError, match=r"un-merged LoRA adapter weights \(gpt_neox\.layers\.0\.attention\.query_key_value\.lora_A"
-    ):
-        build_network(FakePeftModel(model), neurons_per_layer=8)
-
-
-def test_unsupported_model_lists_what_was_found():
-    convnet = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Flatten(), torch.nn.Linear(8 * 30 * 30, 10))
+def test_gpt_neox_preset_on_llama_is_refused():
+    """architecture='gpt_neox' on a Llama raises a ValueError that says why and what to use instead."""
     with pytest.raises(ValueError) as err:
-        build_network(convnet)
+        resolve(tiny_llama(), "gpt_neox")
     msg = str(err.value)
-    assert "Unsupported model Sequential" in msg
-    assert "Conv2d x1" in msg and "Linear x1" in msg
-    assert "0 (8, 3, 3, 3)" not in msg and "2 (10, 7200)" in msg  # linear-like = 2-D weights
-    assert "not an MLP: weight-bearing modules other than nn.Linear and norms: 0 (Conv2d)" in msg
-    for fam in ("gpt_neox", "gpt2", "llama", "bert", "mlp"):
-        assert fam in msg
+    assert msg.startswith("architecture='gpt_neox':") and "architecture='generic'" in msg and len(msg) < 300
+    assert "q_proj" in msg  # names the node set that does not fit
 
 
-def test_unsupported_hf_model_type():
-    class OPTLike(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.config = SimpleNamespace(model_type="opt")
-            self.fc1 = torch.nn.Linear(4, 4)
-
-    with pytest.raises(
-        ValueError, match=r"Unsupported model OPTLike .*config.model_type 'opt'.*fc1 \(4, 4\).*supported families"
-    ):
-        build_network(OPTLike())
-
-
-def test_mlp_that_does_not_chain():
-    m = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Linear(8, 4))
-    with pytest.raises(ValueError, match=r"do not chain: 0 \(8->16\) then 1 \(8->4\)"):
-        build_network(m)
+def test_generic_on_gpt_neox_samples_s_rows_per_operator():
+    """architecture='generic' on GPT-NeoX: S rows of every operator (qkv too), where the reference preset
+    samples 3S qkv rows (t, t+F, t+2F) and 2S rows of dense_h_to_4h."""
+    model = tiny_gpt_neox()
+    generic = build_network(model, neurons_per_layer=8, seed=0, architecture="generic")
+    preset = build_network(model, neurons_per_layer=8, seed=0)
+    assert (generic.family, preset.family) == ("generic", "gpt_neox")
+    assert [len(b.rows[0]) for b in generic.blocks] == [8] * 8
+    assert [len(b.rows[0]) for b in preset.blocks] == [24, 8, 16, 8] * 2
+    assert [b.names for b in generic.blocks] == [b.names for b in preset.blocks]
 
 
-def test_explicit_architecture():
-    mlp = tiny_mlp()
-    assert resolve(mlp, "mlp").family == "mlp"
-    with pytest.raises(ValueError, match=r"no gpt2 layers found"):
-        build_network(mlp, architecture="gpt2")
-    with pytest.raises(ValueError, match=r"Expected `architecture` to be one of .* got 'opt'"):
-        build_network(mlp, architecture="opt")
+def test_not_a_module():
+    """Anything but an nn.Module is a TypeError naming the type."""
     with pytest.raises(TypeError, match=r"Expected `model` to be a torch.nn.Module, got dict"):
         build_network({})
