@@ -87,10 +87,12 @@ class ModelDescription(list):
                           *_table([("parameter", "shape", "why"), *skipped])])
 
 
-def _table(rows: list[tuple[str, ...]]) -> list[str]:
-    widths = [min(max(len(r[i]) for r in rows), 64) for i in range(len(rows[0]))]
+def _table(rows: list[tuple[str, ...]], limit: int = 120) -> list[str]:
+    widths = [min(max(len(r[i]) for r in rows), 72) for i in range(len(rows[0]))]
+    while sum(widths) + 2 * (len(widths) - 1) > limit and max(widths) > 24:
+        widths[widths.index(max(widths))] -= 1  # shave the widest column until the row fits
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    return [fmt.format(*[c if len(c) <= 64 else c[:61] + "..." for c in r]).rstrip() for r in rows]
+    return [fmt.format(*[c if len(c) <= w else c[: w - 3] + "..." for c, w in zip(r, widths)]).rstrip() for r in rows]
 
 
 def _skip_reason(model: torch.nn.Module, name: str, param: torch.Tensor, tied_to: str | None) -> str:

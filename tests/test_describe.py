@@ -151,9 +151,7 @@ def reports() -> dict[str, str]:
 @pytest.mark.parametrize(
     "case",
     [
-        pytest.param(c, marks=pytest.mark.xfail(
-            strict=True, reason="BUG: each column is cut at 72 characters but the row is not: a 30-character block "
-            "path (transformer.encoder.layers.0) next to a 72-character node-set name gives 128 columns"))
+        c
         if c == "torch-transformer" else c
         for c in TYPICAL
     ],
@@ -165,11 +163,6 @@ def test_table_lines_fit_120_columns(reports, case):
     assert max(len(line) for line in lines) <= 120, max(lines, key=len)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the report's first line (model, node sets, depths, sampling, source and coverage in one "
-    "sentence) is 170-180 characters for every HF model",
-)
 @pytest.mark.parametrize("case", ["llama", "gpt_neox"])
 def test_header_fits_120_columns(reports, case):
     """The report's header fits 120 columns too."""

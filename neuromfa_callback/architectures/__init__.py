@@ -57,7 +57,7 @@ ModuleArg = str | Callable[[torch.nn.Module], torch.nn.Module] | None
 
 
 def _join(path: str, attr: str) -> str:
-    return f"{path}.{attr}" if path else attr
+    return f"{path}.{attr}" if path and attr else path or attr
 
 
 def unwrap(model: torch.nn.Module) -> tuple[torch.nn.Module, str]:
@@ -95,7 +95,7 @@ def select_module(model: Any, module: ModuleArg = None) -> tuple[torch.nn.Module
             picked = root.get_submodule(module)
         except AttributeError as err:
             kids = ", ".join(n for n, _ in root.named_children()) or "none"
-            raise ValueError(f"Expected `module` to name a submodule of {type(root).__name__}, got {module!r} (children: {kids})"[:300]) from err
+            raise ValueError(f"Expected `module` to name a submodule of {type(root).__name__}, got {module!r} (children: {kids})"[:299]) from err
         sub, sub_path = unwrap(picked)
         return sub, _join(_join(path, module), sub_path)
     if callable(module):
@@ -111,7 +111,7 @@ def _no_operator_error(root: torch.nn.Module) -> ValueError:
     return ValueError(
         (
             f"{type(root).__name__} has no weight operator (nn.Linear, Conv1D, nn.Conv*, nn.MultiheadAttention, "
-            f"MoE experts, LoRA); weight-holding modules: {', '.join(kinds[:5]) or 'none'}; pass `module=` to pick a part"
+            f"MoE experts, LoRA); pass `module=` to pick a part; weight-holding modules: {', '.join(kinds[:5]) or 'none'}"
         )[:299]
     )
 
@@ -192,7 +192,7 @@ def _node_sets(
             elif id(mod) in obs.inputs:
                 key = ("tensor", obs.inputs[id(mod)][min(op.input_slot, len(obs.inputs[id(mod)]) - 1)])
             else:
-                key = ("structure", fallback[id(mod)])
+                key = ("structure", fallback[id(mod)], op.n_in)  # different widths never share neurons
             groups.setdefault(key, []).append((order + (0.5 if op.input_slot is None else 0.0) + k * 1e-6, op, path))
     op_ids = {id(m) for _, m, _ in live}
     ordered = sorted(groups.values(), key=lambda members: min(m[0] for m in members))

@@ -275,6 +275,8 @@ def _lora_parts(module: torch.nn.Module) -> _LoraParts | None:
         return None
     base = module.get_base_layer()
     kind = _plain_kind(base)
+    if kind is None and isinstance(base, torch.nn.Embedding):
+        return None  # an embedding with adapters is still an embedding: not an operator
     variants = getattr(module, "lora_variant", {}) or {}
     used = {a: type(v).__name__ for a, v in variants.items() if v is not None}
     dora = tuple(a for a, v in used.items() if v == "DoraLinearVariant")
@@ -344,7 +346,7 @@ def _operators_of(module: torch.nn.Module, name: str, input_width: int | None = 
         base_name = next(n for n, m in module.named_modules() if m is lora.base)
         pname = f"{pre}{base_name}.weight" if base_name else f"{pre}weight"
         ada = tuple(f"{pre}{n}" for n, _ in module.named_parameters() if "lora_" in n)
-        return [Operator(pname, module, "lora", (pname, *ada), _lora=lora)]
+        return [Operator(f"{pre}weight", module, "lora", (pname, *ada), _lora=lora)]  # named as without PEFT
     kind = _plain_kind(module)
     if kind is not None:
         return [Operator(f"{pre}weight", module, kind, (f"{pre}weight",), transposed=kind == "conv1d_hf")]
@@ -369,13 +371,17 @@ def _operators_of(module: torch.nn.Module, name: str, input_width: int | None = 
 
 
 def _expert_operators(module: torch.nn.Module, pre: str, names: list[str], width: int | None) -> list[Operator]:
-    """One operator per expert and 3-D parameter. Stored ``E x out x in`` (``F.linear``) unless the module's
-    input width matches the middle axis of the parameter that reads the input (``E x in x out``, ``x @ W``)."""
+    """One operator per expert and 3-D parameter. Stored ``E x out x in`` (``F.linear``) unless the first
+    registered parameter (the input projection) matches the module's input width on its middle axis only
+    (``E x in x out``, ``x @ W``); the last registered one is the output projection (its own node sets)."""
     shapes = {n: tuple(getattr(module, n).shape) for n in names}
-    transposed = False
-    if width is not None and not any(s[2] == width for s in shapes.values()):
-        transposed = any(s[1] == width for s in shapes.values())
-    reads_input = {n: (width is None and n == names[0]) or (width is not None and shapes[n][1 if transposed else 2] == width) for n in names}
+    first = shapes[names[0]]  # the input projection is registered first (gate_up / w1 before down / w2)
+    transposed = width is not None and first[2] != width and first[1] == width
+    axis = 1 if transposed else 2
+    reads_input = {
+        n: n == names[0] if width is None or len(names) == 1 else n != names[-1] and shapes[n][axis] == width
+        for n in names
+    }  # the last registered parameter is the output projection, even where its input width equals the block's
     ops = []
     for n in names:
         for e in range(shapes[n][0]):

@@ -178,11 +178,6 @@ def test_structural_fallback_when_no_forward_runs():
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: without a forward pass, nn.MultiheadAttention's q/k/v share one structural key although "
-    "kdim/vdim differ: one node set of 16-, 8- and 12-wide operators; sampling raises IndexError",
-)
 def test_structural_fallback_never_groups_operators_of_different_widths():
     """nn.MultiheadAttention(16, kdim=8, vdim=12) run on no guessed input: q, k and v are separate node sets and
     the sampled network builds."""
@@ -255,7 +250,6 @@ def test_module_selects_one_part():
     assert by_callable.operators[0].n_in == 20
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: select_module joins an empty inner path with a dot: 'encoder.'")
 def test_module_path_is_the_attribute_path():
     """Layout.path of module='encoder' is 'encoder' (describe prints it as where the analysed module sits)."""
     assert resolve(TwoTower(), module="encoder").path == "encoder"
@@ -281,11 +275,6 @@ def _long_named_norms() -> torch.nn.Module:
     return root
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the no-operator message is cut at 299 characters from the end, so long type names cut off its "
-    "remedy ('pass `module=` to pick a part')",
-)
 def test_model_without_weight_operator_keeps_the_remedy_with_long_type_names():
     """However long the type names, the message stays under 300 characters AND keeps its remedy."""
     with pytest.raises(ValueError) as err:
@@ -315,13 +304,10 @@ ERRORS = {
 }
 
 
-SHORT_MESSAGE_BUG = pytest.mark.xfail(
-    strict=True, reason="BUG: the bad-`module` message is cut at 300 characters, not under 300 as every other message"
-)
 
 
 @pytest.mark.parametrize(
-    "case", [pytest.param(c, marks=SHORT_MESSAGE_BUG) if c == "bad-module-path-many-children" else c for c in ERRORS]
+    "case", list(ERRORS)
 )
 def test_every_error_message_is_short(case):
     """Every error of resolve/build_network is raised with a message under 300 characters."""

@@ -70,8 +70,7 @@ def test_same_distances_through_wrappers(llama, case):
 @pytest.mark.parametrize(
     "case",
     [
-        pytest.param(c, marks=pytest.mark.xfail(
-            strict=True, reason="BUG: select_module joins an empty inner path with a dot: 'model.'"))
+        c
         if c == "lightning+module" else c
         for c in WRAPS
     ],
@@ -87,9 +86,7 @@ def test_layout_path_through_wrappers(llama, case):
 @pytest.mark.parametrize(
     "case",
     [
-        pytest.param(c, marks=pytest.mark.xfail(
-            strict=True, reason="BUG: a LoRA operator is named after its base layer's parameter "
-            "(`q_proj.base_layer.weight`), so node set names change when a model is wrapped by PEFT"))
+        c
         if c == "peft" else c
         for c in WRAPS
     ],
@@ -102,11 +99,6 @@ def test_same_node_set_names_through_wrappers(llama, case):
     assert [b.names for b in net.blocks] == [tuple(prefix + n for n in b.names) for b in plain.blocks]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the gpt_neox preset matches operator names ending in `query_key_value.weight`; PEFT's default "
-    "LoRA target for GPT-NeoX renames it `query_key_value.base_layer.weight`, so resolve raises",
-)
 def test_peft_gpt_neox_keeps_the_reference_preset():
     """get_peft_model(pythia, LoraConfig()) (PEFT's default targets: query_key_value) is still analysed with the
     reference's sampling, and at init (B = 0) gives the bare model's network."""

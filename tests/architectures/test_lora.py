@@ -199,11 +199,6 @@ def test_unsupported_adapter_variant_is_a_clear_error(cfg, variant):
     assert variant in msg and "not supported" in msg and "merge_and_unload" in msg and len(msg) < 300
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a LoRA layer around an nn.Embedding raises 'base layer Embedding is not supported' instead of "
-    "being skipped as an embedding",
-)
 def test_lora_on_an_embedding_is_skipped_as_an_embedding():
     """LoRA on embed_tokens (a common PEFT target) leaves the embedding out, as without PEFT."""
     pm = _peft(tiny_llama(), target_modules=["embed_tokens", "q_proj"])

@@ -162,11 +162,6 @@ def test_moe_experts_stored_out_by_in():
     _check_reads(ops["router.weight"], block.router.weight.detach())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: 3-D experts used as x @ W (E x in x out, GPT-OSS/Llama 4) are read as E x out x in whenever a "
-    "down projection (E x I x H) ends in the input width H: gate_up/down swap roles",
-)
 def test_moe_experts_stored_in_by_out():
     """3-D experts used as x @ W (E x in x out): orientation from the observed input width, so W[e][j, :] is
     input neuron j's out-edges; gate_up reads the block input, down (E x I x H) reads the internal activation."""
@@ -201,11 +196,6 @@ def test_moe_experts_stored_in_by_out_single_parameter():
         _check_reads(ops[f"w[{e}]"], m.w[e].detach().t(), seed=e)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: with intermediate == hidden, the down projection's input width equals the block's, so every "
-    "expert's down_proj is taken as reading the block input (grouped with the router)",
-)
 def test_moe_down_projection_with_intermediate_equal_to_hidden():
     """E x 2H x H gate_up and E x H x H down (F.linear): down still reads the internal activation, not the input."""
     torch.manual_seed(0)
