@@ -1,0 +1,383 @@
+"""A zoo of tiny transformers models, built from configs (no hub), for analysis tests.
+
+Approach: ``AutoConfig.for_model(model_type)`` gives the default (full-size) config; ``tiny_config``
+rebuilds it field by field (configs are dataclasses in transformers 5):
+
+* fields whose class default is ``None`` but that ``__post_init__`` derived (``head_dim``,
+  ``layer_types``, ``rope_parameters``, ``num_key_value_heads`` ...) are reset to ``None`` so they are
+  derived again from the shrunk sizes;
+* integer fields named in ``SMALL`` (hidden sizes, layers, heads, FFN widths, vocabularies, positions,
+  experts, LoRA ranks, SSM states ...) are capped at small values; per-layer lists are cut to the new
+  number of layers keeping every distinct entry; per-stage lists of vision models (``depths``,
+  ``hidden_sizes``, ``num_heads``) are scaled down stage by stage;
+* sub-configs (``text_config``, ``vision_config``, ``encoder``/``decoder`` ...) are shrunk recursively;
+* special token ids are moved below the new vocabulary size;
+* then ``OVERRIDES[model_type]`` patches the few models the generic rules get wrong.
+
+``build`` counts parameters on the meta device first (refusing > ``MAX_PARAMS``), then builds the
+model seeded on the CPU and checks that ``model(**example_input)`` runs. Anything that cannot be built
+or run here raises ``ZooSkip`` with a one-line reason. ``python -m tests._zoo [--json PATH]`` builds the
+whole zoo and prints a table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import torch
+
+MAX_PARAMS = 5_000_000
+BATCH, SEQ = 2, 16
+
+
+class ZooSkip(Exception):
+    """A case that cannot be built or run on this CPU (the message says why, on one line)."""
+
+
+def _mappings() -> dict[str, dict]:
+    from transformers.models.auto import modeling_auto as ma
+
+    return {
+        "causal_lm": ma.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        "masked_lm": ma.MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+        "seq2seq": ma.MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES,
+        "image_classification": ma.MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES,
+    }
+
+
+MAPPINGS = _mappings()
+
+
+def cases() -> list[tuple[str, str, str]]:
+    """(mapping, model_type, class_name) of every entry (first class of a tuple)."""
+    out = []
+    for mapping, names in MAPPINGS.items():
+        for model_type, cls in names.items():
+            out.append((mapping, model_type, cls[0] if isinstance(cls, (tuple, list)) else cls))
+    return out
+
+
+# ----------------------------------------------------------------------------------------- config
+_GROUPS = [  # (small value, field names)
+    (64, "hidden_size d_model n_embd embed_dim dim emb_dim embedding_dim word_embed_proj_dim true_hidden_size "
+    "embedding_size input_embedding_size output_embedding_size hidden_size_global attention_hidden_size "
+    "lru_width projection_dim projection_size d_latents cross_attention_hidden_size out_hidden_size "
+    "backbone_hidden_size vision_output_dim projector_input_dim projector_output_dim encoder_hidden_size "
+    "output_dim input_dim audio_hidden_size adapter_in_dim adapter_out_dim adapter_input_size "
+    "hidden_size_per_layer_input ple_embed_dim router_hidden_size pooler_hidden_size pooler_output_size "
+    "unit_embed_dim lang_embed_dim spkr_embed_dim entity_emb_size prediction_head_size "
+    "intra_bottleneck_size decoder_hidden_size"),
+    (2, "num_hidden_layers num_layers n_layer n_layers encoder_layers decoder_layers num_encoder_layers "
+    "num_decoder_layers speech_encoder_layers t2u_encoder_layers t2u_decoder_layers depth "
+    "num_layers_per_stack num_self_attends_per_block"),
+    (4, "num_attention_heads n_head n_heads encoder_attention_heads decoder_attention_heads num_heads "
+    "attention_heads num_encoder_attention_heads num_decoder_attention_heads swa_num_attention_heads "
+    "speech_encoder_attention_heads t2u_encoder_attention_heads t2u_decoder_attention_heads index_n_heads "
+    "linear_num_heads linear_num_key_heads linear_num_value_heads num_experts num_local_experts "
+    "n_routed_experts moe_num_experts"),
+    ("kv", "num_key_value_heads num_kv_heads swa_num_key_value_heads"),
+    (16, "head_dim d_head d_kv dim_head attention_head_dim attention_head_size kv_channels swa_head_dim "
+    "linear_key_head_dim linear_value_head_dim linear_head_dim index_head_dim mamba_d_head mamba_head_dim "
+    "mamba_headdim qk_nope_head_dim v_head_dim state_size mamba_d_state ssm_state_size kv_lora_rank "
+    "o_lora_rank sliding_window_size chunk_size mamba_chunk_size"),
+    (128, "intermediate_size d_ff ffn_dim encoder_ffn_dim decoder_ffn_dim n_inner dim_ff dff d_inner "
+    "feed_forward_size ffn_hidden_size intermediate_size_mlp mlp_dim speech_encoder_intermediate_size "
+    "t2u_encoder_ffn_dim t2u_decoder_ffn_dim dense_intermediate_size shared_intermediate_size hidden_dim "
+    "max_position_embeddings n_positions n_ctx max_seq_len max_target_positions context_length "
+    "max_encoder_position_embeddings max_decoder_position_embeddings t2u_max_position_embeddings "
+    "left_max_position_embeddings max_2d_position_embeddings max_source_positions"),
+    (32, "moe_intermediate_size expert_ffn_hidden_size shared_expert_intermediate_size expert_intermediate_size "
+    "moe_shared_expert_intermediate_size shared_experts_intermediate_size q_lora_rank"),
+    (2, "num_experts_per_tok moe_topk num_experts_per_token top_k moe_k"),
+    (8, "qk_rope_head_dim time_step_rank mamba_dt_rank laurel_rank embedding_rank adapter_rank hc_lowrank "
+    "gated_norm_rank loop_gate_rank sliding_window attention_window attention_chunk_size local_attention "
+    "rotary_dim index_topk"),
+    (1, "n_group topk_group"),
+    (256, "vocab_size decoder_vocab_size src_vocab_size tgt_vocab_size t2u_vocab_size char_vocab_size "
+    "audio_vocab_size unit_hifi_gan_vocab_size vocab_size_per_layer_input unpadded_vocab_size "
+    "entity_vocab_size pronunciation_vocab_size shape_vocab_size"),
+    (32, "image_size"),
+]
+SMALL = {name: v for v, names in _GROUPS for name in names.split()}
+RESERVED = 32  # the top token ids of the shrunk vocabulary, where large special ids are moved
+LAYER_COUNTS = ("num_hidden_layers", "num_layers", "n_layer", "n_layers", "decoder_layers", "encoder_layers")
+STAGE_LISTS = {"depths", "hidden_sizes", "num_heads", "num_attention_heads", "embed_dims", "num_heads"}
+
+# per model_type: field -> value, applied to the top-level config after the generic shrinking
+OVERRIDES: dict[str, dict] = {}
+
+
+def _get(cfg, name):
+    try:
+        return getattr(cfg, name)
+    except Exception:  # per-layer (heterogeneous) attributes refuse global access
+        return dataclasses.MISSING
+
+
+def _small_int(name: str, v: int, heads: int | None):
+    t = SMALL[name]
+    if t == "kv":
+        return 4 if heads is None or v >= heads else 2
+    if name in ("num_attention_heads", "n_head", "n_heads", "num_heads") and v == 3:
+        return 4
+    return min(v, t)
+
+
+def _shrink_layer_list(v: list, n: int) -> list:
+    """A per-layer list cut to ``n`` entries keeping each distinct value (first occurrences first)."""
+    distinct = []
+    for x in v:
+        if x not in distinct:
+            distinct.append(x)
+    out = distinct[:n]
+    return out + [v[-1]] * (n - len(out))
+
+
+def _shrink_stages(name: str, v: list, cfg) -> list:
+    if name == "depths":
+        return [1] * len(v)
+    if name in ("hidden_sizes", "embed_dims"):
+        s = max(1, max(v) // 64)
+        return [max(8, x // s) for x in v]
+    return [max(1, x // v[0]) for x in v]  # heads per stage: 1, 2, 4, 8 ...
+
+
+def _shrink(cfg):
+    """A new config of the same class with small sizes (recursive on sub-configs)."""
+    from transformers import PretrainedConfig
+
+    cls = type(cfg)
+    old_layers = next((_get(cfg, k) for k in LAYER_COUNTS if isinstance(_get(cfg, k), int)), None)
+    heads = _get(cfg, "num_attention_heads")
+    heads = heads if isinstance(heads, int) else None
+    kw: dict = {}
+    for f in dataclasses.fields(cls):
+        name, v = f.name, _get(cfg, f.name)
+        if v is dataclasses.MISSING:
+            continue
+        if isinstance(v, PretrainedConfig):
+            kw[name] = _shrink(v)
+        elif f.default is None and v is not None:
+            kw[name] = None  # derived in __post_init__: derive it again from the small sizes
+        elif isinstance(v, bool) or v is None:
+            kw[name] = v
+        elif isinstance(v, int) and name in SMALL:
+            kw[name] = _small_int(name, v, heads)
+        elif isinstance(v, (list, tuple)) and v and name in STAGE_LISTS and all(isinstance(x, int) for x in v):
+            kw[name] = type(v)(_shrink_stages(name, list(v), cfg))
+        elif isinstance(v, (list, tuple)) and old_layers and len(v) == old_layers and old_layers > 2:
+            kw[name] = type(v)(_shrink_layer_list(list(v), _n_layers(v)))
+        else:
+            kw[name] = v
+    n_new = None
+    for k in LAYER_COUNTS:
+        if isinstance(kw.get(k), int):
+            n_new = kw[k]
+    if old_layers and n_new:  # layer lists decide the number of layers (hybrid models: one of each)
+        lists = [kw[k] for k in kw if isinstance(kw[k], (list, tuple)) and len(_get(cfg, k)) == old_layers]
+        n = max([len(x) for x in lists] + [n_new]) if old_layers > 2 else n_new
+        for k in LAYER_COUNTS:
+            if isinstance(kw.get(k), int) and kw[k] == n_new:
+                kw[k] = n
+        for k in list(kw):
+            if isinstance(kw[k], (list, tuple)) and old_layers > 2 and len(_get(cfg, k)) == old_layers:
+                kw[k] = type(kw[k])(_shrink_layer_list(list(kw[k]), n))
+    _fix_token_ids(kw)
+    return cls(**kw)
+
+
+def _n_layers(v) -> int:
+    return max(2, min(4, len({repr(x) for x in v})))
+
+
+def _fix_token_ids(kw: dict) -> None:
+    vocab = kw.get("vocab_size")
+    if not isinstance(vocab, int):
+        return
+    top = vocab - 1
+    moved: dict[int, int] = {}
+
+    def move(x):
+        nonlocal top
+        if isinstance(x, int) and not isinstance(x, bool) and x >= vocab:
+            if x not in moved:
+                moved[x] = top
+                top -= 1
+            return moved[x]
+        return x
+
+    for k, v in kw.items():
+        if k.endswith(("token_id", "token_index", "token_ids")) or k in ("decoder_start_token_id",):
+            kw[k] = [move(x) for x in v] if isinstance(v, list) else move(v)
+
+
+def tiny_config(model_type: str):
+    """A small config of ``model_type``: the default config, shrunk (see the module docstring)."""
+    from transformers import AutoConfig
+
+    _quiet()
+    try:
+        cfg = _shrink(AutoConfig.for_model(model_type))
+    except ZooSkip:
+        raise
+    except Exception as e:
+        raise ZooSkip(f"config: {_oneline(e)}") from e
+    for k, v in OVERRIDES.get(model_type, {}).items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+# ------------------------------------------------------------------------------------------ model
+def _quiet() -> None:
+    import warnings
+
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", module="transformers")
+
+
+def _oneline(e: BaseException) -> str:
+    msg = " ".join(str(e).split())
+    return f"{type(e).__name__}: {msg}"[:160]
+
+
+def _model_class(class_name: str):
+    import transformers
+
+    try:
+        return getattr(transformers, class_name)
+    except Exception as e:
+        raise ZooSkip(f"import: {_oneline(e)}") from e
+
+
+def _special_ids(cfg, out: set) -> set:
+    from transformers import PretrainedConfig
+
+    for f in dataclasses.fields(cfg):
+        v = _get(cfg, f.name)
+        if isinstance(v, PretrainedConfig):
+            _special_ids(v, out)
+        elif f.name.endswith(("token_id", "token_index", "token_ids")):
+            out.update(x for x in (v if isinstance(v, list) else [v]) if isinstance(x, int))
+    return out
+
+
+def _vocab(cfg) -> int:
+    for c in (cfg, _get(cfg, "text_config"), _get(cfg, "decoder"), _get(cfg, "encoder")):
+        v = _get(c, "vocab_size") if c is not None else None
+        if isinstance(v, int):
+            return v
+    return 256
+
+
+def example_input(model, seed: int = 0) -> dict:
+    """Inputs for ``model(**...)`` built from ``main_input_name`` and the config."""
+    cfg = model.config
+    g = torch.Generator().manual_seed(seed)
+    name = model.main_input_name
+    if name == "pixel_values":
+        vc = _get(cfg, "vision_config") or cfg
+        size = _get(vc, "image_size")
+        size = size if isinstance(size, int) else (size[0] if isinstance(size, (list, tuple)) else 32)
+        ch = _get(vc, "num_channels")
+        ch = ch if isinstance(ch, int) else 3
+        return {"pixel_values": torch.randn(BATCH, ch, size, size, generator=g)}
+    vocab = _vocab(cfg)
+    specials = _special_ids(cfg, set())
+    allowed = torch.tensor([i for i in range(3, vocab) if i not in specials])
+    ids = allowed[torch.randint(len(allowed), (BATCH, SEQ), generator=g)]
+    inp = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    if getattr(cfg, "is_encoder_decoder", False):
+        inp["decoder_input_ids"] = allowed[torch.randint(len(allowed), (BATCH, SEQ // 2), generator=g)]
+    return inp
+
+
+def _forward(model, inp) -> None:
+    with torch.no_grad():
+        model(**inp)
+
+
+def build(model_type: str, class_name: str, seed: int = 0):
+    """(model, example_input) of a tiny random ``class_name`` model; raises ``ZooSkip``."""
+    _quiet()
+    cls = _model_class(class_name)
+    cfg = tiny_config(model_type)
+    try:
+        with torch.device("meta"):
+            n = sum(p.numel() for p in cls(cfg).parameters())
+    except Exception as e:
+        raise ZooSkip(f"build: {_oneline(e)}") from e
+    if n > MAX_PARAMS:
+        raise ZooSkip(f"too large: {n / 1e6:.1f}M parameters after shrinking")
+    torch.manual_seed(seed)
+    try:
+        model = cls(cfg).float()
+    except Exception as e:
+        raise ZooSkip(f"build: {_oneline(e)}") from e
+    errors = []
+    candidates = []
+    from transformers import PreTrainedModel
+
+    if type(model).dummy_inputs is not PreTrainedModel.dummy_inputs:  # the model's own dummy inputs first
+        try:
+            candidates.append(dict(model.dummy_inputs))
+        except Exception as e:
+            errors.append(_oneline(e))
+    candidates.append(example_input(model, seed))
+    for inp in candidates:
+        try:
+            _forward(model, inp)
+            return model, inp
+        except Exception as e:
+            errors.append(_oneline(e))
+    raise ZooSkip(f"forward: {errors[-1]}")
+
+
+# ------------------------------------------------------------------------------------------- main
+def run_zoo(only=None) -> list[dict]:
+    rows = []
+    for mapping, model_type, class_name in cases():
+        if only and model_type not in only and mapping not in only:
+            continue
+        t0 = time.perf_counter()
+        n, status = 0, "OK"
+        try:
+            model, inp = build(model_type, class_name)
+            n = sum(p.numel() for p in model.parameters())
+            _forward(model, inp)
+        except ZooSkip as e:
+            status = str(e)
+        except Exception as e:  # a bug of ours: show it, don't hide it
+            status = f"ERROR {_oneline(e)}"
+        dt = time.perf_counter() - t0
+        rows.append(dict(mapping=mapping, model_type=model_type, cls=class_name, n_params=n, seconds=dt, status=status))
+        print(f"{mapping:22s} {model_type:28s} {class_name:45s} {n:9d} {dt:6.2f}s {status}", flush=True)
+    return rows
+
+
+def main(argv=None) -> None:
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", help="write the table there")
+    ap.add_argument("--only", nargs="*", help="model types to build (default: all)")
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    rows = run_zoo(args.only)
+    total = time.perf_counter() - t0
+    for mapping in MAPPINGS:
+        r = [x for x in rows if x["mapping"] == mapping]
+        ok = sum(x["status"] == "OK" for x in r)
+        print(f"{mapping:22s} built {ok:4d}  skipped {len(r) - ok:4d}  {sum(x['seconds'] for x in r):7.1f}s")
+    print(f"total {sum(x['status'] == 'OK' for x in rows)}/{len(rows)} built in {total:.1f}s")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"rows": rows, "total_seconds": total}, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()
