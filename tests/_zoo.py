@@ -92,20 +92,59 @@ _GROUPS = [  # (small value, field names)
     (2, "num_experts_per_tok moe_topk num_experts_per_token top_k moe_k"),
     (8, "qk_rope_head_dim time_step_rank mamba_dt_rank laurel_rank embedding_rank adapter_rank hc_lowrank "
     "gated_norm_rank loop_gate_rank sliding_window attention_window attention_chunk_size local_attention "
-    "rotary_dim index_topk"),
-    (1, "n_group topk_group"),
+    "rotary_dim index_topk num_latents"),
+    (2, "window_size"),
+    (1, "n_group topk_group n_input_layers n_output_layers first_k_dense_replace num_dense_layers"),
     (256, "vocab_size decoder_vocab_size src_vocab_size tgt_vocab_size t2u_vocab_size char_vocab_size "
     "audio_vocab_size unit_hifi_gan_vocab_size vocab_size_per_layer_input unpadded_vocab_size "
     "entity_vocab_size pronunciation_vocab_size shape_vocab_size"),
     (32, "image_size"),
 ]
 SMALL = {name: v for v, names in _GROUPS for name in names.split()}
-RESERVED = 32  # the top token ids of the shrunk vocabulary, where large special ids are moved
 LAYER_COUNTS = ("num_hidden_layers", "num_layers", "n_layer", "n_layers", "decoder_layers", "encoder_layers")
-STAGE_LISTS = {"depths", "hidden_sizes", "num_heads", "num_attention_heads", "embed_dims", "num_heads"}
+STAGE_LISTS = {"depths", "depth", "hidden_sizes", "num_heads", "num_attention_heads", "embed_dims", "embed_dim"}
+INDEX_LISTS = {
+    "cross_attention_layers", "full_attn_idxs", "hybrid_layer_ids", "moe_layers", "mlp_only_layers",
+    "attn_layer_indices",
+}
+TOKEN_SUFFIXES = ("token_id", "token_index", "token_ids")
 
-# per model_type: field -> value, applied to the top-level config after the generic shrinking
-OVERRIDES: dict[str, dict] = {}
+# per model_type: "field" or "sub_config.field" -> value, set after the generic shrinking
+_SWIN = {"patch_size": 2, "window_size": 2}
+_ROPE = {"rope_type": "default", "rope_theta": 10000.0}
+OVERRIDES: dict[str, dict] = {
+    "bamba": {"attn_layer_indices": [1]},
+    "bit": {"num_groups": 4},
+    "cohere_compass_text": {"rope_parameters": {"full_attention": _ROPE}},
+    "cvt": {"depth": [1, 2, 3]},
+    "dbrx": {"attn_config.rope_theta": 10000.0},
+    "donut-swin": _SWIN,
+    "efficientnet": {
+        "kernel_sizes": [3, 3, 5], "in_channels": [32, 16, 24], "out_channels": [16, 24, 40], "strides": [1, 2, 2],
+        "num_block_repeats": [1, 1, 2], "expand_ratios": [1, 6, 6], "width_coefficient": 0.5,
+        "depth_coefficient": 1.0, "hidden_dim": 128,
+    },
+    "esm": {"pad_token_id": 1, "mask_token_id": 2},
+    "gemma4_assistant": {"hidden_size_per_layer_input": 0},
+    "gpt_neo": {"attention_types": [[["global", "local"], 1]]},
+    "hgnet_v2": {
+        "stem_channels": [3, 8, 8], "stage_in_channels": [8, 16, 32, 64], "stage_mid_channels": [8, 16, 32, 64],
+        "stage_out_channels": [16, 32, 64, 128], "stage_num_blocks": [1, 1, 1, 1], "stage_numb_of_layers": [2] * 4,
+        "hidden_sizes": [16, 32, 64, 128],
+    },
+    "hiera": {"image_size": [32, 32], "embed_dim": 16, "masked_unit_size": [4, 4], "patch_stride": [2, 2]},
+    "lfm2_moe": {"layer_types": ["conv", "full_attention", "conv"], "num_hidden_layers": 3},
+    "mobilevitv2": {"image_size": 64},
+    "qwen4_exp_text": dict(
+        indexer_n_heads=4, indexer_kv_heads=1, indexer_head_dim=16, indexer_budget=8, indexer_compress_ratio=4
+    ),
+    "recurrent_gemma": {"num_hidden_layers": 3},
+    "shieldgemma2": {"yes_token_index": 10, "no_token_index": 11},
+    "swin": _SWIN,
+    "swinv2": _SWIN,
+    "textnet": {"hidden_sizes": [8, 8, 16, 32, 64], "stem_out_channels": 8, "image_size": [32, 32]},
+}
+OVERRIDES["qwen4_exp"] = {f"text_config.{k}": v for k, v in OVERRIDES["qwen4_exp_text"].items()}
 
 
 def _get(cfg, name):
@@ -115,101 +154,137 @@ def _get(cfg, name):
         return dataclasses.MISSING
 
 
-def _small_int(name: str, v: int, heads: int | None):
+def _small(name: str, v, heads: int | None):
+    """The small value of field ``name`` (``v`` unchanged when the table does not know it)."""
+    if isinstance(v, bool) or not isinstance(v, int) or name not in SMALL:
+        return v
     t = SMALL[name]
     if t == "kv":
         return 4 if heads is None or v >= heads else 2
-    if name in ("num_attention_heads", "n_head", "n_heads", "num_heads") and v == 3:
+    if t == 4 and v == 3:
         return 4
     return min(v, t)
 
 
-def _shrink_layer_list(v: list, n: int) -> list:
-    """A per-layer list cut to ``n`` entries keeping each distinct value (first occurrences first)."""
-    distinct = []
-    for x in v:
-        if x not in distinct:
-            distinct.append(x)
-    out = distinct[:n]
-    return out + [v[-1]] * (n - len(out))
-
-
-def _shrink_stages(name: str, v: list, cfg) -> list:
-    if name == "depths":
+def _shrink_stages(name: str, v: list) -> list:
+    """Per-stage lists of vision models: 1 block per stage, widths / 2^k, heads from 1."""
+    if name.startswith("depth"):
         return [1] * len(v)
-    if name in ("hidden_sizes", "embed_dims"):
+    if name.startswith(("hidden_size", "embed_dim")):
         s = max(1, max(v) // 64)
         return [max(8, x // s) for x in v]
-    return [max(1, x // v[0]) for x in v]  # heads per stage: 1, 2, 4, 8 ...
+    return [max(1, x // v[0]) for x in v]
 
 
-def _shrink(cfg):
+def _layer_plan(cfg, fields) -> tuple[int | None, list[int]]:
+    """(old number of layers, the layers kept: the first two of each distinct per-layer entry, <= 8)."""
+    if isinstance(_get(cfg, "depths"), (list, tuple)):  # a staged vision model: its lists are per stage
+        return None, []
+    old = next((v for k in LAYER_COUNTS if isinstance(v := _get(cfg, k), int) and not isinstance(v, bool)), None)
+    if not old or old <= 2:
+        return old, list(range(old or 0))
+    first, second = [0], [1]
+    for f in fields:
+        v = _get(cfg, f.name)
+        if isinstance(v, (list, tuple)) and len(v) == old and f.name not in INDEX_LISTS | STAGE_LISTS:
+            seen: dict[str, int] = {}
+            for i, x in enumerate(v):
+                seen[repr(x)] = seen.get(repr(x), 0) + 1
+                if seen[repr(x)] <= 2:
+                    (first if seen[repr(x)] == 1 else second).append(i)
+        elif f.name in INDEX_LISTS and isinstance(v, (list, tuple)) and v:
+            first.append(min(v))
+        elif f.name == "per_layer_config" and isinstance(v, dict) and v:
+            first.append(min(int(i) for i in v))
+    keep = list(dict.fromkeys(first + second))[:8]
+    return old, sorted(keep)
+
+
+def _shrink(cfg, moved: dict):
     """A new config of the same class with small sizes (recursive on sub-configs)."""
     from transformers import PretrainedConfig
 
     cls = type(cfg)
-    old_layers = next((_get(cfg, k) for k in LAYER_COUNTS if isinstance(_get(cfg, k), int)), None)
+    fields = dataclasses.fields(cls)
+    old_layers, keep = _layer_plan(cfg, fields)
     heads = _get(cfg, "num_attention_heads")
     heads = heads if isinstance(heads, int) else None
     kw: dict = {}
-    for f in dataclasses.fields(cls):
+    reset: dict = {}
+    for f in fields:
         name, v = f.name, _get(cfg, f.name)
         if v is dataclasses.MISSING:
             continue
+        per_layer = isinstance(v, (list, tuple)) and old_layers and old_layers > 2 and len(v) == old_layers
         if isinstance(v, PretrainedConfig):
-            kw[name] = _shrink(v)
-        elif f.default is None and v is not None:
-            kw[name] = None  # derived in __post_init__: derive it again from the small sizes
-        elif isinstance(v, bool) or v is None:
-            kw[name] = v
-        elif isinstance(v, int) and name in SMALL:
-            kw[name] = _small_int(name, v, heads)
+            v = _shrink(v, moved)
         elif isinstance(v, (list, tuple)) and v and name in STAGE_LISTS and all(isinstance(x, int) for x in v):
-            kw[name] = type(v)(_shrink_stages(name, list(v), cfg))
-        elif isinstance(v, (list, tuple)) and old_layers and len(v) == old_layers and old_layers > 2:
-            kw[name] = type(v)(_shrink_layer_list(list(v), _n_layers(v)))
+            v = type(v)(_shrink_stages(name, list(v)))
+        elif per_layer:
+            v = type(v)(v[i] for i in keep)
+        elif name in INDEX_LISTS and isinstance(v, (list, tuple)):
+            v = type(v)(j for j, i in enumerate(keep) if i in v)
+        elif name == "per_layer_config" and isinstance(v, dict):
+            v = {j: {k: _small(k, x, heads) for k, x in v[i].items()} for j, i in enumerate(keep) if i in v}
+        elif f.default is None and v is not None:
+            reset[name] = _small(name, v, heads)  # derived in __post_init__: derive it again if it can
+            v = None
         else:
-            kw[name] = v
-    n_new = None
+            v = _small(name, v, heads)
+        kw[name] = v
     for k in LAYER_COUNTS:
-        if isinstance(kw.get(k), int):
-            n_new = kw[k]
-    if old_layers and n_new:  # layer lists decide the number of layers (hybrid models: one of each)
-        lists = [kw[k] for k in kw if isinstance(kw[k], (list, tuple)) and len(_get(cfg, k)) == old_layers]
-        n = max([len(x) for x in lists] + [n_new]) if old_layers > 2 else n_new
-        for k in LAYER_COUNTS:
-            if isinstance(kw.get(k), int) and kw[k] == n_new:
-                kw[k] = n
-        for k in list(kw):
-            if isinstance(kw[k], (list, tuple)) and old_layers > 2 and len(_get(cfg, k)) == old_layers:
-                kw[k] = type(kw[k])(_shrink_layer_list(list(kw[k]), n))
-    _fix_token_ids(kw)
-    return cls(**kw)
+        if old_layers and old_layers > 2 and kw.get(k) == min(old_layers, SMALL[k]):
+            kw[k] = len(keep)
+            break
+    _consistent(kw)
+    _fix_token_ids(kw, moved)
+    new = cls(**kw)
+    again = {k: v for k, v in reset.items() if _get(new, k) is None}
+    if again:  # not derived after all: keep the (shrunk) value
+        _fix_token_ids(again, moved)
+        new = cls(**{**kw, **again})
+    _fill_missing(new)
+    return new
 
 
-def _n_layers(v) -> int:
-    return max(2, min(4, len({repr(x) for x in v})))
+def _consistent(kw: dict) -> None:
+    """Relations between sizes that configs validate (Mamba heads, hybrid layer periods)."""
+    hidden = kw.get("hidden_size")
+    if isinstance(kw.get("mamba_n_heads"), int) and isinstance(kw.get("mamba_d_head"), int):
+        kw["mamba_n_heads"] = kw.get("mamba_expand", 2) * hidden // kw["mamba_d_head"]
+    if all(isinstance(kw.get(k), int) for k in ("num_heads", "head_dim", "expand")) and "n_groups" in kw:
+        kw["num_heads"] = kw["expand"] * hidden // kw["head_dim"]  # Mamba-2
+    n = next((kw[k] for k in LAYER_COUNTS if isinstance(kw.get(k), int)), None)
+    for p in ("attn_layer", "expert_layer"):
+        if isinstance(kw.get(p + "_offset"), int) and n and kw[p + "_offset"] >= n:
+            kw[p + "_period"], kw[p + "_offset"] = 2, 1
 
 
-def _fix_token_ids(kw: dict) -> None:
-    vocab = kw.get("vocab_size")
-    if not isinstance(vocab, int):
-        return
-    top = vocab - 1
-    moved: dict[int, int] = {}
+def _fill_missing(cfg) -> None:
+    """Sizes some default configs leave to the checkpoint (``None``): give them small values."""
+    hidden, heads = _get(cfg, "hidden_size"), _get(cfg, "num_attention_heads")
+    fills = {"vocab_size": 256}
+    if isinstance(hidden, int) and isinstance(heads, int):
+        fills |= {"head_dim": hidden // heads, "num_key_value_heads": heads}
+    if any(isinstance(_get(cfg, k), int) for k in ("moe_intermediate_size", "n_routed_experts", "num_experts")):
+        fills |= {"num_experts_per_tok": 2, "n_routed_experts": 4, "n_shared_experts": 1}
+    for k, v in fills.items():
+        if _get(cfg, k) is None:
+            setattr(cfg, k, v)
+
+
+def _fix_token_ids(kw: dict, moved: dict) -> None:
+    """Special token ids above the small vocabulary move to its top (the same id everywhere)."""
+    vocab = kw.get("vocab_size") if isinstance(kw.get("vocab_size"), int) else SMALL["vocab_size"]
 
     def move(x):
-        nonlocal top
         if isinstance(x, int) and not isinstance(x, bool) and x >= vocab:
-            if x not in moved:
-                moved[x] = top
-                top -= 1
-            return moved[x]
+            return moved.setdefault(x, SMALL["vocab_size"] - 1 - len(moved))
         return x
 
     for k, v in kw.items():
-        if k.endswith(("token_id", "token_index", "token_ids")) or k in ("decoder_start_token_id",):
-            kw[k] = [move(x) for x in v] if isinstance(v, list) else move(v)
+        if k.endswith(TOKEN_SUFFIXES):
+            kw[k] = type(v)(move(x) for x in v) if isinstance(v, (list, tuple)) else move(v)
 
 
 def tiny_config(model_type: str):
@@ -218,13 +293,17 @@ def tiny_config(model_type: str):
 
     _quiet()
     try:
-        cfg = _shrink(AutoConfig.for_model(model_type))
+        cfg = _shrink(AutoConfig.for_model(model_type), {})
     except ZooSkip:
         raise
     except Exception as e:
         raise ZooSkip(f"config: {_oneline(e)}") from e
-    for k, v in OVERRIDES.get(model_type, {}).items():
-        setattr(cfg, k, v)
+    for path, v in OVERRIDES.get(model_type, {}).items():
+        *subs, name = path.split(".")
+        target = cfg
+        for sub in subs:
+            target = getattr(target, sub)
+        setattr(target, name, v)
     return cfg
 
 
@@ -237,6 +316,17 @@ def _quiet() -> None:
     logging.set_verbosity_error()
     logging.disable_progress_bar()
     warnings.filterwarnings("ignore", module="transformers")
+
+
+def _config_for(cls, cfg):
+    """The config the class takes: ``cfg`` or one of its sub-configs (a text model of a VLM config)."""
+    want = getattr(cls, "config_class", None)
+    if want is None or isinstance(cfg, want):
+        return cfg
+    for k in getattr(cfg, "sub_configs", {}) or {}:
+        if isinstance(sub := _get(cfg, k), want):
+            return sub
+    return cfg
 
 
 def _oneline(e: BaseException) -> str:
@@ -304,7 +394,7 @@ def build(model_type: str, class_name: str, seed: int = 0):
     """(model, example_input) of a tiny random ``class_name`` model; raises ``ZooSkip``."""
     _quiet()
     cls = _model_class(class_name)
-    cfg = tiny_config(model_type)
+    cfg = _config_for(cls, tiny_config(model_type))
     try:
         with torch.device("meta"):
             n = sum(p.numel() for p in cls(cfg).parameters())
