@@ -90,10 +90,12 @@ _GROUPS = [  # (small value, field names)
     (32, "moe_intermediate_size expert_ffn_hidden_size shared_expert_intermediate_size expert_intermediate_size "
     "moe_shared_expert_intermediate_size shared_experts_intermediate_size q_lora_rank"),
     (2, "num_experts_per_tok moe_topk num_experts_per_token top_k moe_k"),
+    (16, "num_patches"),
     (8, "qk_rope_head_dim time_step_rank mamba_dt_rank laurel_rank embedding_rank adapter_rank hc_lowrank "
     "gated_norm_rank loop_gate_rank sliding_window attention_window attention_chunk_size local_attention "
     "rotary_dim index_topk num_latents"),
     (2, "window_size"),
+    (2, "zero_expert_num"),
     (1, "n_group topk_group n_input_layers n_output_layers first_k_dense_replace num_dense_layers"),
     (256, "vocab_size decoder_vocab_size src_vocab_size tgt_vocab_size t2u_vocab_size char_vocab_size "
     "audio_vocab_size unit_hifi_gan_vocab_size vocab_size_per_layer_input unpadded_vocab_size "
@@ -110,48 +112,58 @@ INDEX_LISTS = {
 TOKEN_SUFFIXES = ("token_id", "token_index", "token_ids")
 
 # per model_type: "field" or "sub_config.field" -> value, set after the generic shrinking
+# model types that cannot run alone
+SKIP = {
+    "gemma4_assistant": "drafter: its forward needs the target model's shared KV states",
+    "gemma4_unified_assistant": "drafter: its forward needs the target model's shared KV states",
+}
 _SWIN = {"patch_size": 2, "window_size": 2}
 _ROPE = {"rope_type": "default", "rope_theta": 10000.0}
 OVERRIDES: dict[str, dict] = {
     "bamba": {"attn_layer_indices": [1]},
     "bit": {"num_groups": 4},
     "cohere_compass_text": {"rope_parameters": {"full_attention": _ROPE}},
-    "cvt": {"depth": [1, 2, 3]},
-    "dbrx": {"attn_config.rope_theta": 10000.0},
+    "cvt": {"depth": [1, 2, 3], "embed_dim": [16, 32, 64], "num_heads": [1, 2, 4]},
+    "dbrx": {"attn_config.rope_theta": 10000.0, "attn_config.clip_qkv": 8.0},
     "donut-swin": _SWIN,
     "efficientnet": {
         "kernel_sizes": [3, 3, 5], "in_channels": [32, 16, 24], "out_channels": [16, 24, 40], "strides": [1, 2, 2],
-        "num_block_repeats": [1, 1, 2], "expand_ratios": [1, 6, 6], "width_coefficient": 0.5,
-        "depth_coefficient": 1.0, "hidden_dim": 128,
+        "num_block_repeats": [1, 1, 2], "expand_ratios": [1, 6, 6], "width_coefficient": 0.25,
+        "depth_coefficient": 1.0, "hidden_dim": 320,
     },
     "esm": {"pad_token_id": 1, "mask_token_id": 2},
-    "gemma4_assistant": {"hidden_size_per_layer_input": 0},
-    "gpt_neo": {"attention_types": [[["global", "local"], 1]]},
+    "gemma4_assistant": {"text_config.hidden_size_per_layer_input": 0, "text_config.vocab_size_per_layer_input": 0},
+    "granitemoehybrid": {"layer_types": ["linear_attention", "full_attention"]},
+    "gpt_neo": {"attention_types": [[["global", "local"], 1]], "num_layers": 2},
     "hgnet_v2": {
         "stem_channels": [3, 8, 8], "stage_in_channels": [8, 16, 32, 64], "stage_mid_channels": [8, 16, 32, 64],
         "stage_out_channels": [16, 32, 64, 128], "stage_num_blocks": [1, 1, 1, 1], "stage_numb_of_layers": [2] * 4,
         "hidden_sizes": [16, 32, 64, 128],
     },
-    "hiera": {"image_size": [32, 32], "embed_dim": 16, "masked_unit_size": [4, 4], "patch_stride": [2, 2]},
+    "hiera": {"image_size": [32, 32], "embed_dim": 16},
     "lfm2_moe": {"layer_types": ["conv", "full_attention", "conv"], "num_hidden_layers": 3},
-    "mobilevitv2": {"image_size": 64},
     "qwen4_exp_text": dict(
         indexer_n_heads=4, indexer_kv_heads=1, indexer_head_dim=16, indexer_budget=8, indexer_compress_ratio=4
     ),
     "recurrent_gemma": {"num_hidden_layers": 3},
+    "reformer": {
+        "axial_pos_shape": [4, 4], "axial_pos_embds_dim": [32, 32], "local_attn_chunk_length": 4,
+        "lsh_attn_chunk_length": 4, "num_buckets": 2,
+    },
     "shieldgemma2": {"yes_token_index": 10, "no_token_index": 11},
     "swin": _SWIN,
     "swinv2": _SWIN,
+    "xlstm": {"qk_dim_factor": 1.0},
     "textnet": {"hidden_sizes": [8, 8, 16, 32, 64], "stem_out_channels": 8, "image_size": [32, 32]},
 }
 OVERRIDES["qwen4_exp"] = {f"text_config.{k}": v for k, v in OVERRIDES["qwen4_exp_text"].items()}
 
 
-def _get(cfg, name):
+def _get(cfg, name, default=None):
     try:
         return getattr(cfg, name)
-    except Exception:  # per-layer (heterogeneous) attributes refuse global access
-        return dataclasses.MISSING
+    except Exception:  # missing, or per-layer (heterogeneous) attributes that refuse global access
+        return default
 
 
 def _small(name: str, v, heads: int | None):
@@ -200,7 +212,7 @@ def _layer_plan(cfg, fields) -> tuple[int | None, list[int]]:
     return old, sorted(keep)
 
 
-def _shrink(cfg, moved: dict):
+def _shrink(cfg, moved: dict, overrides: dict):
     """A new config of the same class with small sizes (recursive on sub-configs)."""
     from transformers import PretrainedConfig
 
@@ -212,16 +224,17 @@ def _shrink(cfg, moved: dict):
     kw: dict = {}
     reset: dict = {}
     for f in fields:
-        name, v = f.name, _get(cfg, f.name)
+        name, v = f.name, _get(cfg, f.name, dataclasses.MISSING)
         if v is dataclasses.MISSING:
             continue
         per_layer = isinstance(v, (list, tuple)) and old_layers and old_layers > 2 and len(v) == old_layers
         if isinstance(v, PretrainedConfig):
-            v = _shrink(v, moved)
+            sub = {k[len(name) + 1 :]: x for k, x in overrides.items() if k.startswith(name + ".")}
+            v = _shrink(v, moved, sub)
         elif isinstance(v, (list, tuple)) and v and name in STAGE_LISTS and all(isinstance(x, int) for x in v):
             v = type(v)(_shrink_stages(name, list(v)))
         elif per_layer:
-            v = type(v)(v[i] for i in keep)
+            v = type(v)(_small(name, v[i], heads) for i in keep)
         elif name in INDEX_LISTS and isinstance(v, (list, tuple)):
             v = type(v)(j for j, i in enumerate(keep) if i in v)
         elif name == "per_layer_config" and isinstance(v, dict):
@@ -236,6 +249,7 @@ def _shrink(cfg, moved: dict):
         if old_layers and old_layers > 2 and kw.get(k) == min(old_layers, SMALL[k]):
             kw[k] = len(keep)
             break
+    kw.update({k: v for k, v in overrides.items() if "." not in k and k in kw})
     _consistent(kw)
     _fix_token_ids(kw, moved)
     new = cls(**kw)
@@ -244,6 +258,9 @@ def _shrink(cfg, moved: dict):
         _fix_token_ids(again, moved)
         new = cls(**{**kw, **again})
     _fill_missing(new)
+    for k, v in overrides.items():  # attributes that are no fields (read with getattr(config, k, default))
+        if "." not in k and k not in kw:
+            setattr(new, k, v)
     return new
 
 
@@ -251,13 +268,26 @@ def _consistent(kw: dict) -> None:
     """Relations between sizes that configs validate (Mamba heads, hybrid layer periods)."""
     hidden = kw.get("hidden_size")
     if isinstance(kw.get("mamba_n_heads"), int) and isinstance(kw.get("mamba_d_head"), int):
-        kw["mamba_n_heads"] = kw.get("mamba_expand", 2) * hidden // kw["mamba_d_head"]
+        inner = kw.get("mamba_expand", 2) * hidden
+        kw["mamba_n_heads"] = inner // kw["mamba_d_head"]
+        if isinstance(kw.get("mamba_d_ssm"), int):
+            kw["mamba_d_ssm"] = inner
     if all(isinstance(kw.get(k), int) for k in ("num_heads", "head_dim", "expand")) and "n_groups" in kw:
         kw["num_heads"] = kw["expand"] * hidden // kw["head_dim"]  # Mamba-2
+    if all(isinstance(kw.get(k), int) for k in ("qk_rope_head_dim", "qk_nope_head_dim", "head_dim")):
+        kw["head_dim"] = kw["qk_rope_head_dim"]  # multi-head latent attention: RoPE on the rope part only
+        if isinstance(kw.get("qk_head_dim"), int):
+            kw["qk_head_dim"] = kw["qk_rope_head_dim"] + kw["qk_nope_head_dim"]
     n = next((kw[k] for k in LAYER_COUNTS if isinstance(kw.get(k), int)), None)
     for p in ("attn_layer", "expert_layer"):
         if isinstance(kw.get(p + "_offset"), int) and n and kw[p + "_offset"] >= n:
             kw[p + "_period"], kw[p + "_offset"] = 2, 1
+    types, shared = kw.get("layer_types"), kw.get("num_kv_shared_layers")
+    if isinstance(shared, int) and 0 < shared < 1000 and isinstance(types, list) and shared != n:
+        distinct = list(dict.fromkeys(types))  # KV sharing: the last layers reuse the caches of earlier ones
+        if len(types) >= 2 * len(distinct):
+            kw["layer_types"] = (distinct * len(types))[: len(types)]
+            kw["num_kv_shared_layers"] = len(distinct)
 
 
 def _fill_missing(cfg) -> None:
@@ -269,7 +299,7 @@ def _fill_missing(cfg) -> None:
     if any(isinstance(_get(cfg, k), int) for k in ("moe_intermediate_size", "n_routed_experts", "num_experts")):
         fills |= {"num_experts_per_tok": 2, "n_routed_experts": 4, "n_shared_experts": 1}
     for k, v in fills.items():
-        if _get(cfg, k) is None:
+        if _get(cfg, k, dataclasses.MISSING) is None:
             setattr(cfg, k, v)
 
 
@@ -292,19 +322,19 @@ def tiny_config(model_type: str):
     from transformers import AutoConfig
 
     _quiet()
+    over = OVERRIDES.get(model_type, {})
     try:
-        cfg = _shrink(AutoConfig.for_model(model_type), {})
-    except ZooSkip:
-        raise
+        try:
+            base = AutoConfig.for_model(model_type)
+        except Exception:  # a default config that does not validate: with the overrides, it may
+            kwargs: dict = {}
+            for k, v in over.items():
+                sub, _, name = k.rpartition(".")
+                (kwargs.setdefault(sub, {}) if sub else kwargs)[name] = v
+            base = AutoConfig.for_model(model_type, **kwargs)
+        return _shrink(base, {}, over)
     except Exception as e:
         raise ZooSkip(f"config: {_oneline(e)}") from e
-    for path, v in OVERRIDES.get(model_type, {}).items():
-        *subs, name = path.split(".")
-        target = cfg
-        for sub in subs:
-            target = getattr(target, sub)
-        setattr(target, name, v)
-    return cfg
 
 
 # ------------------------------------------------------------------------------------------ model
@@ -365,23 +395,33 @@ def _vocab(cfg) -> int:
 
 def example_input(model, seed: int = 0) -> dict:
     """Inputs for ``model(**...)`` built from ``main_input_name`` and the config."""
-    cfg = model.config
+    cfg, kind = model.config, type(model).__name__
     g = torch.Generator().manual_seed(seed)
     name = model.main_input_name
-    if name == "pixel_values":
+    if name == "pixel_values" or (name == "inputs" and "Image" in kind):
         vc = _get(cfg, "vision_config") or cfg
-        size = _get(vc, "image_size")
-        size = size if isinstance(size, int) else (size[0] if isinstance(size, (list, tuple)) else 32)
-        ch = _get(vc, "num_channels")
-        ch = ch if isinstance(ch, int) else 3
-        return {"pixel_values": torch.randn(BATCH, ch, size, size, generator=g)}
+        size, ch, patch = _get(vc, "image_size", 32), _get(vc, "num_channels", 3), _get(vc, "patch_size", 4)
+        size = size[0] if isinstance(size, (list, tuple)) else size
+        if isinstance(_get(vc, "num_patches"), int):  # NaFlex (SigLIP-2): pre-cut patches and their grid
+            side = int(_get(vc, "num_patches") ** 0.5)
+            return {
+                "pixel_values": torch.randn(BATCH, side * side, ch * patch * patch, generator=g),
+                "pixel_attention_mask": torch.ones(BATCH, side * side, dtype=torch.long),
+                "spatial_shapes": torch.tensor([[side, side]] * BATCH),
+            }
+        return {name: torch.randn(BATCH, ch, size, size, generator=g)}
     vocab = _vocab(cfg)
     specials = _special_ids(cfg, set())
     allowed = torch.tensor([i for i in range(3, vocab) if i not in specials])
-    ids = allowed[torch.randint(len(allowed), (BATCH, SEQ), generator=g)]
+    rows = BATCH * _get(cfg, "num_codebooks", 1) if "Musicgen" in kind else BATCH  # one row per codebook
+    ids = allowed[torch.randint(len(allowed), (rows, SEQ), generator=g)]
     inp = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     if getattr(cfg, "is_encoder_decoder", False):
         inp["decoder_input_ids"] = allowed[torch.randint(len(allowed), (BATCH, SEQ // 2), generator=g)]
+    if name == "input_features":  # audio frames aligned with the tokens
+        ac = _get(cfg, "audio_config") or cfg
+        frames = SEQ * _get(cfg, "audio_length_per_tok", 1)
+        inp[name] = torch.randn(BATCH, _get(ac, "num_mel_bins", 80), frames, generator=g)
     return inp
 
 
@@ -393,8 +433,12 @@ def _forward(model, inp) -> None:
 def build(model_type: str, class_name: str, seed: int = 0):
     """(model, example_input) of a tiny random ``class_name`` model; raises ``ZooSkip``."""
     _quiet()
+    if model_type in SKIP:
+        raise ZooSkip(SKIP[model_type])
     cls = _model_class(class_name)
     cfg = _config_for(cls, tiny_config(model_type))
+    if MAPPINGS["causal_lm"].get(model_type) == class_name and isinstance(_get(cfg, "is_decoder"), bool):
+        cfg.is_decoder = True  # encoder families (BERT, Reformer ...) as causal LMs
     try:
         with torch.device("meta"):
             n = sum(p.numel() for p in cls(cfg).parameters())
@@ -405,6 +449,8 @@ def build(model_type: str, class_name: str, seed: int = 0):
     torch.manual_seed(seed)
     try:
         model = cls(cfg).float()
+        if hasattr(model, "set_default_language"):  # X-MOD: one adapter per language
+            model.set_default_language(cfg.languages[0])
     except Exception as e:
         raise ZooSkip(f"build: {_oneline(e)}") from e
     errors = []
@@ -415,15 +461,15 @@ def build(model_type: str, class_name: str, seed: int = 0):
         try:
             candidates.append(dict(model.dummy_inputs))
         except Exception as e:
-            errors.append(_oneline(e))
+            errors.append(e)
     candidates.append(example_input(model, seed))
     for inp in candidates:
         try:
             _forward(model, inp)
             return model, inp
         except Exception as e:
-            errors.append(_oneline(e))
-    raise ZooSkip(f"forward: {errors[-1]}")
+            errors.append(e)
+    raise ZooSkip(f"forward: {_oneline(errors[-1])}") from errors[-1]
 
 
 # ------------------------------------------------------------------------------------------- main
