@@ -67,8 +67,9 @@ _GROUPS = [  # (small value, field names)
     "output_dim input_dim audio_hidden_size adapter_in_dim adapter_out_dim adapter_input_size "
     "hidden_size_per_layer_input ple_embed_dim router_hidden_size pooler_hidden_size pooler_output_size "
     "unit_embed_dim lang_embed_dim spkr_embed_dim entity_emb_size prediction_head_size "
-    "intra_bottleneck_size decoder_hidden_size"),
-    (2, "num_hidden_layers num_layers n_layer n_layers encoder_layers decoder_layers num_encoder_layers "
+    "intra_bottleneck_size decoder_hidden_size ext_pw_out_channel depthwise_separable_out_channel "
+    "nemo_conv_channels"),
+    (2, "num_blocks num_hidden_layers num_layers n_layer n_layers encoder_layers decoder_layers num_encoder_layers "
     "num_decoder_layers speech_encoder_layers t2u_encoder_layers t2u_decoder_layers depth "
     "num_layers_per_stack num_self_attends_per_block"),
     (4, "num_attention_heads n_head n_heads encoder_attention_heads decoder_attention_heads num_heads "
@@ -93,13 +94,14 @@ _GROUPS = [  # (small value, field names)
     (16, "num_patches"),
     (8, "qk_rope_head_dim time_step_rank mamba_dt_rank laurel_rank embedding_rank adapter_rank hc_lowrank "
     "gated_norm_rank loop_gate_rank sliding_window attention_window attention_chunk_size local_attention "
-    "rotary_dim index_topk num_latents"),
+    "rotary_dim index_topk num_latents local_attention_window_len"),
     (2, "window_size"),
     (2, "zero_expert_num"),
     (1, "n_group topk_group n_input_layers n_output_layers first_k_dense_replace num_dense_layers"),
     (256, "vocab_size decoder_vocab_size src_vocab_size tgt_vocab_size t2u_vocab_size char_vocab_size "
     "audio_vocab_size unit_hifi_gan_vocab_size vocab_size_per_layer_input unpadded_vocab_size "
-    "entity_vocab_size pronunciation_vocab_size shape_vocab_size"),
+    "entity_vocab_size pronunciation_vocab_size shape_vocab_size encoder_hash_byte_group_vocab"),
+    (4, "num_filters"),
     (32, "image_size"),
 ]
 SMALL = {name: v for v, names in _GROUPS for name in names.split()}
@@ -124,6 +126,10 @@ OVERRIDES: dict[str, dict] = {
     "bit": {"num_groups": 4},
     "cohere_compass_text": {"rope_parameters": {"full_attention": _ROPE}},
     "cvt": {"depth": [1, 2, 3], "embed_dim": [16, 32, 64], "num_heads": [1, 2, 4]},
+    "dots3_note_text": {
+        "swa_num_attention_heads": 4, "swa_num_key_value_heads": 4, "swa_q_lora_rank": 32, "swa_kv_lora_rank": 16,
+        "swa_head_dim": 24, "swa_qk_nope_head_dim": 16, "swa_qk_rope_head_dim": 8,
+    },
     "dbrx": {"attn_config.rope_theta": 10000.0, "attn_config.clip_qkv": 8.0},
     "donut-swin": _SWIN,
     "efficientnet": {
@@ -141,6 +147,7 @@ OVERRIDES: dict[str, dict] = {
         "hidden_sizes": [16, 32, 64, 128],
     },
     "hiera": {"image_size": [32, 32], "embed_dim": 16},
+    "mobilevitv2": {"image_size": 64},
     "lfm2_moe": {"layer_types": ["conv", "full_attention", "conv"], "num_hidden_layers": 3},
     "qwen4_exp_text": dict(
         indexer_n_heads=4, indexer_kv_heads=1, indexer_head_dim=16, indexer_budget=8, indexer_compress_ratio=4
@@ -156,14 +163,15 @@ OVERRIDES: dict[str, dict] = {
     "xlstm": {"qk_dim_factor": 1.0},
     "textnet": {"hidden_sizes": [8, 8, 16, 32, 64], "stem_out_channels": 8, "image_size": [32, 32]},
 }
-OVERRIDES["qwen4_exp"] = {f"text_config.{k}": v for k, v in OVERRIDES["qwen4_exp_text"].items()}
+for _vlm in ("qwen4_exp", "dots3_note"):
+    OVERRIDES[_vlm] = {f"text_config.{k}": v for k, v in OVERRIDES[_vlm + "_text"].items()}
 
 
 def _get(cfg, name, default=None):
     try:
         return getattr(cfg, name)
     except Exception:  # missing, or per-layer (heterogeneous) attributes that refuse global access
-        return default
+        return getattr(cfg, "__dict__", {}).get(name, default)
 
 
 def _small(name: str, v, heads: int | None):
@@ -249,7 +257,7 @@ def _shrink(cfg, moved: dict, overrides: dict):
         if old_layers and old_layers > 2 and kw.get(k) == min(old_layers, SMALL[k]):
             kw[k] = len(keep)
             break
-    kw.update({k: v for k, v in overrides.items() if "." not in k and k in kw})
+    kw.update({k: v for k, v in overrides.items() if "." not in k})  # fields, or kwargs __post_init__ reads
     _consistent(kw)
     _fix_token_ids(kw, moved)
     new = cls(**kw)
@@ -258,9 +266,6 @@ def _shrink(cfg, moved: dict, overrides: dict):
         _fix_token_ids(again, moved)
         new = cls(**{**kw, **again})
     _fill_missing(new)
-    for k, v in overrides.items():  # attributes that are no fields (read with getattr(config, k, default))
-        if "." not in k and k not in kw:
-            setattr(new, k, v)
     return new
 
 
