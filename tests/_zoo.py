@@ -423,11 +423,32 @@ def example_input(model, seed: int = 0) -> dict:
     inp = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     if getattr(cfg, "is_encoder_decoder", False):
         inp["decoder_input_ids"] = allowed[torch.randint(len(allowed), (BATCH, SEQ // 2), generator=g)]
-    if name == "input_features":  # audio frames aligned with the tokens
-        ac = _get(cfg, "audio_config") or cfg
-        frames = SEQ * _get(cfg, "audio_length_per_tok", 1)
-        inp[name] = torch.randn(BATCH, _get(ac, "num_mel_bins", 80), frames, generator=g)
+    if name == "input_features":
+        inp[name] = _audio(cfg, g)
     return inp
+
+
+def _audio(cfg, g) -> torch.Tensor:
+    """Log-mel frames aligned with the ``SEQ`` tokens."""
+    ac = _get(cfg, "audio_config") or cfg
+    return torch.randn(BATCH, _get(ac, "num_mel_bins", 80), SEQ * _get(cfg, "audio_length_per_tok", 1), generator=g)
+
+
+def _candidates(model, seed: int):
+    """Inputs to try in turn: the model's own dummy inputs, ours, ours without cache, ours with audio."""
+    import inspect
+
+    from transformers import PreTrainedModel
+
+    if type(model).dummy_inputs is not PreTrainedModel.dummy_inputs:
+        yield lambda: dict(model.dummy_inputs)
+    ex = example_input(model, seed)
+    yield lambda: ex
+    params = inspect.signature(model.forward).parameters
+    if "use_cache" in params:  # some caches are broken for a few models; the weights do not care
+        yield lambda: {**ex, "use_cache": False}
+    if "input_features" in params and "input_features" not in ex:
+        yield lambda: {**ex, "input_features": _audio(model.config, torch.Generator().manual_seed(seed))}
 
 
 def _forward(model, inp) -> None:
@@ -459,17 +480,9 @@ def build(model_type: str, class_name: str, seed: int = 0):
     except Exception as e:
         raise ZooSkip(f"build: {_oneline(e)}") from e
     errors = []
-    candidates = []
-    from transformers import PreTrainedModel
-
-    if type(model).dummy_inputs is not PreTrainedModel.dummy_inputs:  # the model's own dummy inputs first
+    for make in _candidates(model, seed):
         try:
-            candidates.append(dict(model.dummy_inputs))
-        except Exception as e:
-            errors.append(e)
-    candidates.append(example_input(model, seed))
-    for inp in candidates:
-        try:
+            inp = make()
             _forward(model, inp)
             return model, inp
         except Exception as e:
