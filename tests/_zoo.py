@@ -147,6 +147,7 @@ OVERRIDES: dict[str, dict] = {
         "hidden_sizes": [16, 32, 64, 128],
     },
     "hiera": {"image_size": [32, 32], "embed_dim": 16},
+    "mobilebert": {"embedding_size": 32, "intra_bottleneck_size": 32, "true_hidden_size": 32},
     "mobilevitv2": {"image_size": 64},
     "lfm2_moe": {"layer_types": ["conv", "full_attention", "conv"], "num_hidden_layers": 3},
     "qwen4_exp_text": dict(
@@ -344,13 +345,10 @@ def tiny_config(model_type: str):
 
 # ------------------------------------------------------------------------------------------ model
 def _quiet() -> None:
-    import warnings
-
     from transformers.utils import logging
 
-    logging.set_verbosity_error()
+    logging.set_verbosity_error()  # transformers' own warnings (Python ones: ``build`` ignores them)
     logging.disable_progress_bar()
-    warnings.filterwarnings("ignore", module="transformers")
 
 
 def _config_for(cls, cfg):
@@ -458,7 +456,14 @@ def _forward(model, inp) -> None:
 
 def build(model_type: str, class_name: str, seed: int = 0):
     """(model, example_input) of a tiny random ``class_name`` model; raises ``ZooSkip``."""
-    _quiet()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _build(model_type, class_name, seed)
+
+
+def _build(model_type: str, class_name: str, seed: int):
     if model_type in SKIP:
         raise ZooSkip(SKIP[model_type])
     cls = _model_class(class_name)
@@ -492,11 +497,12 @@ def build(model_type: str, class_name: str, seed: int = 0):
 
 # ------------------------------------------------------------------------------------------- main
 def run_zoo(only=None) -> list[dict]:
+    """Build every case (or those whose mapping / model type is in ``only``), run it once, print a row each."""
     rows = []
     for mapping, model_type, class_name in cases():
         if only and model_type not in only and mapping not in only:
             continue
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         n, status = 0, "OK"
         try:
             model, inp = build(model_type, class_name)
@@ -506,9 +512,10 @@ def run_zoo(only=None) -> list[dict]:
             status = str(e)
         except Exception as e:  # a bug of ours: show it, don't hide it
             status = f"ERROR {_oneline(e)}"
-        dt = time.perf_counter() - t0
-        rows.append(dict(mapping=mapping, model_type=model_type, cls=class_name, n_params=n, seconds=dt, status=status))
-        print(f"{mapping:22s} {model_type:28s} {class_name:45s} {n:9d} {dt:6.2f}s {status}", flush=True)
+        dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+        rows.append(dict(mapping=mapping, model_type=model_type, cls=class_name, n_params=n, seconds=dt, cpu=cpu,
+                         status=status))
+        print(f"{mapping:20s} {model_type:26s} {class_name:42s} {n:8d} {dt:5.2f}s {status}", flush=True)
     return rows
 
 
@@ -517,20 +524,23 @@ def main(argv=None) -> None:
     import json
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--json", help="write the table there")
-    ap.add_argument("--only", nargs="*", help="model types to build (default: all)")
+    ap.add_argument("--json", help="also write the rows and totals there")
+    ap.add_argument("--only", nargs="*", help="mappings or model types to build (default: all)")
     args = ap.parse_args(argv)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     rows = run_zoo(args.only)
-    total = time.perf_counter() - t0
+    total, cpu = time.perf_counter() - t0, time.process_time() - c0
+    totals = {}
     for mapping in MAPPINGS:
         r = [x for x in rows if x["mapping"] == mapping]
         ok = sum(x["status"] == "OK" for x in r)
-        print(f"{mapping:22s} built {ok:4d}  skipped {len(r) - ok:4d}  {sum(x['seconds'] for x in r):7.1f}s")
-    print(f"total {sum(x['status'] == 'OK' for x in rows)}/{len(rows)} built in {total:.1f}s")
+        totals[mapping] = dict(built=ok, skipped=len(r) - ok, seconds=sum(x["seconds"] for x in r))
+        print(f"{mapping:20s} built {ok:4d}  skipped {len(r) - ok:4d}  {totals[mapping]['seconds']:7.1f}s")
+    built = sum(x["status"] == "OK" for x in rows)
+    print(f"total: {built}/{len(rows)} built in {total:.1f}s wall, {cpu:.1f}s CPU (all threads)")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"rows": rows, "total_seconds": total}, fh, indent=1)
+            json.dump(dict(rows=rows, totals=totals, total_seconds=total, cpu_seconds=cpu), fh, indent=1)
 
 
 if __name__ == "__main__":
