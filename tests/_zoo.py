@@ -92,6 +92,8 @@ _GROUPS = [  # (small value, field names)
     "moe_shared_expert_intermediate_size shared_experts_intermediate_size q_lora_rank"),
     (2, "num_experts_per_tok moe_topk num_experts_per_token top_k moe_k"),
     (16, "num_patches"),
+    (64, "num_position_embeddings"),
+    (32, "downsample_hidden_size"),
     (8, "qk_rope_head_dim time_step_rank mamba_dt_rank laurel_rank embedding_rank adapter_rank hc_lowrank "
     "gated_norm_rank loop_gate_rank sliding_window attention_window attention_chunk_size local_attention "
     "rotary_dim index_topk num_latents local_attention_window_len"),
@@ -106,19 +108,22 @@ _GROUPS = [  # (small value, field names)
 ]
 SMALL = {name: v for v, names in _GROUPS for name in names.split()}
 LAYER_COUNTS = ("num_hidden_layers", "num_layers", "n_layer", "n_layers", "decoder_layers", "encoder_layers")
-STAGE_LISTS = {"depths", "depth", "hidden_sizes", "num_heads", "num_attention_heads", "embed_dims", "embed_dim"}
+STAGE_LISTS = {
+    "depths", "depth", "hidden_sizes", "num_heads", "num_attention_heads", "embed_dims", "embed_dim", "conv_dim",
+}
 INDEX_LISTS = {
     "cross_attention_layers", "full_attn_idxs", "hybrid_layer_ids", "moe_layers", "mlp_only_layers",
     "attn_layer_indices",
 }
 TOKEN_SUFFIXES = ("token_id", "token_index", "token_ids")
 
-# per model_type: "field" or "sub_config.field" -> value, set after the generic shrinking
 # model types that cannot run alone
 SKIP = {
     "gemma4_assistant": "drafter: its forward needs the target model's shared KV states",
     "gemma4_unified_assistant": "drafter: its forward needs the target model's shared KV states",
 }
+# per model_type: "field" or "sub_config.field" -> value (a field, or a keyword __post_init__ reads), applied
+# after the generic shrinking, where it gets a model wrong
 _SWIN = {"patch_size": 2, "window_size": 2}
 _ROPE = {"rope_type": "default", "rope_theta": 10000.0}
 OVERRIDES: dict[str, dict] = {
@@ -147,8 +152,15 @@ OVERRIDES: dict[str, dict] = {
         "hidden_sizes": [16, 32, 64, 128],
     },
     "hiera": {"image_size": [32, 32], "embed_dim": 16},
+    "got_ocr2": {"vision_config.output_channels": 64},
+    "mobilenet_v1": {"depth_multiplier": 0.25},
+    "mobilenet_v2": {"depth_multiplier": 0.25},
+    "mobilevit": {"neck_hidden_sizes": [8, 16, 24, 32, 40, 48, 64]},
+    "pp_lcnet": {"scale": 0.25, "class_expand": 64},
+    "gemma4_text": {"global_head_dim": 32},
+    "gemma4_unified_text": {"global_head_dim": 32},
     "mobilebert": {"embedding_size": 32, "intra_bottleneck_size": 32, "true_hidden_size": 32},
-    "mobilevitv2": {"image_size": 64},
+    "mobilevitv2": {"image_size": 64, "width_multiplier": 0.25},
     "lfm2_moe": {"layer_types": ["conv", "full_attention", "conv"], "num_hidden_layers": 3},
     "qwen4_exp_text": dict(
         indexer_n_heads=4, indexer_kv_heads=1, indexer_head_dim=16, indexer_budget=8, indexer_compress_ratio=4
@@ -164,7 +176,7 @@ OVERRIDES: dict[str, dict] = {
     "xlstm": {"qk_dim_factor": 1.0},
     "textnet": {"hidden_sizes": [8, 8, 16, 32, 64], "stem_out_channels": 8, "image_size": [32, 32]},
 }
-for _vlm in ("qwen4_exp", "dots3_note"):
+for _vlm in ("qwen4_exp", "dots3_note", "gemma4", "gemma4_unified"):
     OVERRIDES[_vlm] = {f"text_config.{k}": v for k, v in OVERRIDES[_vlm + "_text"].items()}
 
 
@@ -191,7 +203,7 @@ def _shrink_stages(name: str, v: list) -> list:
     """Per-stage lists of vision models: 1 block per stage, widths / 2^k, heads from 1."""
     if name.startswith("depth"):
         return [1] * len(v)
-    if name.startswith(("hidden_size", "embed_dim")):
+    if name.startswith(("hidden_size", "embed_dim", "conv_dim")):
         s = max(1, max(v) // 64)
         return [max(8, x // s) for x in v]
     return [max(1, x // v[0]) for x in v]
@@ -244,6 +256,8 @@ def _shrink(cfg, moved: dict, overrides: dict):
             v = type(v)(_shrink_stages(name, list(v)))
         elif per_layer:
             v = type(v)(_small(name, v[i], heads) for i in keep)
+        elif name == "embed_dim" and isinstance(v, int) and old_layers is None and keep == []:
+            v = min(v, 16)  # staged vision models: widths double at every stage
         elif name in INDEX_LISTS and isinstance(v, (list, tuple)):
             v = type(v)(j for j, i in enumerate(keep) if i in v)
         elif name == "per_layer_config" and isinstance(v, dict):
@@ -267,6 +281,7 @@ def _shrink(cfg, moved: dict, overrides: dict):
         _fix_token_ids(again, moved)
         new = cls(**{**kw, **again})
     _fill_missing(new)
+    _fix_token_ids(new, moved)  # again: __post_init__ may have derived large ones (lists of EOS ids)
     return new
 
 
@@ -309,8 +324,11 @@ def _fill_missing(cfg) -> None:
             setattr(cfg, k, v)
 
 
-def _fix_token_ids(kw: dict, moved: dict) -> None:
+def _fix_token_ids(kw, moved: dict) -> None:
     """Special token ids above the small vocabulary move to its top (the same id everywhere)."""
+    cfg = None if isinstance(kw, dict) else kw
+    if cfg is not None:
+        kw = {f.name: _get(cfg, f.name) for f in dataclasses.fields(cfg)}
     vocab = kw.get("vocab_size") if isinstance(kw.get("vocab_size"), int) else SMALL["vocab_size"]
 
     def move(x):
@@ -320,7 +338,10 @@ def _fix_token_ids(kw: dict, moved: dict) -> None:
 
     for k, v in kw.items():
         if k.endswith(TOKEN_SUFFIXES):
-            kw[k] = type(v)(move(x) for x in v) if isinstance(v, (list, tuple)) else move(v)
+            new = type(v)(move(x) for x in v) if isinstance(v, (list, tuple)) else move(v)
+            if new != v and cfg is not None:
+                setattr(cfg, k, new)
+            kw[k] = new
 
 
 def tiny_config(model_type: str):
