@@ -97,9 +97,9 @@ _GROUPS = [  # (small value, field names)
     (8, "qk_rope_head_dim time_step_rank mamba_dt_rank laurel_rank embedding_rank adapter_rank hc_lowrank "
     "gated_norm_rank loop_gate_rank sliding_window attention_window attention_chunk_size local_attention "
     "rotary_dim index_topk num_latents local_attention_window_len"),
-    (2, "window_size"),
-    (2, "zero_expert_num"),
-    (1, "n_group topk_group n_input_layers n_output_layers first_k_dense_replace num_dense_layers"),
+    (2, "zero_expert_num encoder_sparse_step decoder_sparse_step"),
+    (1, "n_group topk_group n_input_layers n_output_layers first_k_dense_replace num_dense_layers "
+    "num_sparse_encoder_layers num_sparse_decoder_layers"),
     (256, "vocab_size decoder_vocab_size src_vocab_size tgt_vocab_size t2u_vocab_size char_vocab_size "
     "audio_vocab_size unit_hifi_gan_vocab_size vocab_size_per_layer_input unpadded_vocab_size "
     "entity_vocab_size pronunciation_vocab_size shape_vocab_size encoder_hash_byte_group_vocab"),
@@ -131,6 +131,7 @@ OVERRIDES: dict[str, dict] = {
     "bit": {"num_groups": 4},
     "cohere_compass_text": {"rope_parameters": {"full_attention": _ROPE}},
     "cvt": {"depth": [1, 2, 3], "embed_dim": [16, 32, 64], "num_heads": [1, 2, 4]},
+    "doge": {"is_moe": True},  # exercise its expert embeddings
     "dots3_note_text": {
         "swa_num_attention_heads": 4, "swa_num_key_value_heads": 4, "swa_q_lora_rank": 32, "swa_kv_lora_rank": 16,
         "swa_head_dim": 24, "swa_qk_nope_head_dim": 16, "swa_qk_rope_head_dim": 8,
