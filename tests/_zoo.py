@@ -1,23 +1,30 @@
-"""A zoo of tiny transformers models, built from configs (no hub), for analysis tests.
+"""A zoo of tiny transformers models, built from configs (no hub), for the analysis tests.
 
-Approach: ``AutoConfig.for_model(model_type)`` gives the default (full-size) config; ``tiny_config``
-rebuilds it field by field (configs are dataclasses in transformers 5):
+``cases()`` lists (mapping, model_type, class_name) over four auto-model mappings; ``build(model_type,
+class_name, seed)`` returns ``(model, example_input)`` with ``model(**example_input)`` known to run, or
+raises ``ZooSkip(reason)``. ``python -m tests._zoo [--json PATH] [--only NAME ...]`` builds them all.
 
-* fields whose class default is ``None`` but that ``__post_init__`` derived (``head_dim``,
-  ``layer_types``, ``rope_parameters``, ``num_key_value_heads`` ...) are reset to ``None`` so they are
-  derived again from the shrunk sizes;
-* integer fields named in ``SMALL`` (hidden sizes, layers, heads, FFN widths, vocabularies, positions,
-  experts, LoRA ranks, SSM states ...) are capped at small values; per-layer lists are cut to the new
-  number of layers keeping every distinct entry; per-stage lists of vision models (``depths``,
-  ``hidden_sizes``, ``num_heads``) are scaled down stage by stage;
-* sub-configs (``text_config``, ``vision_config``, ``encoder``/``decoder`` ...) are shrunk recursively;
-* special token ids are moved below the new vocabulary size;
-* then ``OVERRIDES[model_type]`` patches the few models the generic rules get wrong.
+Shrinking (``tiny_config``): ``AutoConfig.for_model(model_type)`` gives the full-size default config;
+configs are dataclasses in transformers 5, so it is rebuilt field by field, recursively on sub-configs:
 
-``build`` counts parameters on the meta device first (refusing > ``MAX_PARAMS``), then builds the
-model seeded on the CPU and checks that ``model(**example_input)`` runs. Anything that cannot be built
-or run here raises ``ZooSkip`` with a one-line reason. ``python -m tests._zoo [--json PATH]`` builds the
-whole zoo and prints a table.
+* integer fields named in ``_GROUPS`` (widths, layers, heads, FFN, positions, experts, ranks, windows,
+  vocabularies, image size) are capped at small values;
+* per-layer lists (``layer_types``, ``mlp_layer_types`` ...) keep the layers holding the first two of each
+  distinct entry, the same layers for every list, and the layer count follows (hybrid models keep one of
+  each block kind); lists of layer indices are renumbered; per-stage lists of vision models (``depths``,
+  ``hidden_sizes``, ``num_heads``) are scaled stage by stage;
+* fields whose class default is ``None`` but which ``__post_init__`` derived (``head_dim``,
+  ``rope_parameters`` ...) are reset so they are derived again from the small sizes (kept when not);
+* a few relations are restored (Mamba heads x head size = expand x hidden, MLA head_dim = RoPE part,
+  KV-sharing layouts), sizes some defaults leave to a checkpoint (``None``) get small values, and special
+  token ids above the small vocabulary move to its top;
+* ``OVERRIDES[model_type]`` patches what the generic rules get wrong (as fields or ``__post_init__``
+  keywords; ``"text_config.x"`` reaches a sub-config).
+
+Building (``build``): the parameters are counted on the meta device first (``ZooSkip`` above
+``MAX_PARAMS``), then the model is built on the CPU after ``torch.manual_seed(seed)`` and run on, in turn,
+its own ``dummy_inputs`` (where the class defines them), inputs made from ``main_input_name`` and the config
+(``example_input``), the same without cache, or with audio features, until one runs.
 """
 
 from __future__ import annotations
@@ -59,51 +66,46 @@ def cases() -> list[tuple[str, str, str]]:
 
 
 # ----------------------------------------------------------------------------------------- config
-_GROUPS = [  # (small value, field names)
-    (64, "hidden_size d_model n_embd embed_dim dim emb_dim embedding_dim word_embed_proj_dim true_hidden_size "
-    "embedding_size input_embedding_size output_embedding_size hidden_size_global attention_hidden_size "
-    "lru_width projection_dim projection_size d_latents cross_attention_hidden_size out_hidden_size "
-    "backbone_hidden_size vision_output_dim projector_input_dim projector_output_dim encoder_hidden_size "
-    "output_dim input_dim audio_hidden_size adapter_in_dim adapter_out_dim adapter_input_size "
-    "hidden_size_per_layer_input ple_embed_dim router_hidden_size pooler_hidden_size pooler_output_size "
-    "unit_embed_dim lang_embed_dim spkr_embed_dim entity_emb_size prediction_head_size "
-    "intra_bottleneck_size decoder_hidden_size ext_pw_out_channel depthwise_separable_out_channel "
-    "nemo_conv_channels"),
-    (2, "num_blocks num_hidden_layers num_layers n_layer n_layers encoder_layers decoder_layers num_encoder_layers "
-    "num_decoder_layers speech_encoder_layers t2u_encoder_layers t2u_decoder_layers depth "
-    "num_layers_per_stack num_self_attends_per_block"),
-    (4, "num_attention_heads n_head n_heads encoder_attention_heads decoder_attention_heads num_heads "
-    "attention_heads num_encoder_attention_heads num_decoder_attention_heads swa_num_attention_heads "
-    "speech_encoder_attention_heads t2u_encoder_attention_heads t2u_decoder_attention_heads index_n_heads "
-    "linear_num_heads linear_num_key_heads linear_num_value_heads num_experts num_local_experts "
-    "n_routed_experts moe_num_experts"),
-    ("kv", "num_key_value_heads num_kv_heads swa_num_key_value_heads"),
-    (16, "head_dim d_head d_kv dim_head attention_head_dim attention_head_size kv_channels swa_head_dim "
-    "linear_key_head_dim linear_value_head_dim linear_head_dim index_head_dim mamba_d_head mamba_head_dim "
-    "mamba_headdim qk_nope_head_dim v_head_dim state_size mamba_d_state ssm_state_size kv_lora_rank "
-    "o_lora_rank sliding_window_size chunk_size mamba_chunk_size"),
-    (128, "intermediate_size d_ff ffn_dim encoder_ffn_dim decoder_ffn_dim n_inner dim_ff dff d_inner "
-    "feed_forward_size ffn_hidden_size intermediate_size_mlp mlp_dim speech_encoder_intermediate_size "
-    "t2u_encoder_ffn_dim t2u_decoder_ffn_dim dense_intermediate_size shared_intermediate_size hidden_dim "
-    "max_position_embeddings n_positions n_ctx max_seq_len max_target_positions context_length "
-    "max_encoder_position_embeddings max_decoder_position_embeddings t2u_max_position_embeddings "
-    "left_max_position_embeddings max_2d_position_embeddings max_source_positions"),
+_GROUPS = [  # (small value, the config fields that get it: capped, never grown)
+    (64, "hidden_size d_model n_embd embed_dim dim emb_dim embedding_dim word_embed_proj_dim true_hidden_size "  # widths
+     "embedding_size input_embedding_size output_embedding_size hidden_size_global attention_hidden_size lru_width "
+     "projection_dim projection_size d_latents cross_attention_hidden_size out_hidden_size backbone_hidden_size "
+     "vision_output_dim projector_input_dim projector_output_dim encoder_hidden_size output_dim input_dim "
+     "audio_hidden_size adapter_in_dim adapter_out_dim adapter_input_size hidden_size_per_layer_input ple_embed_dim "
+     "router_hidden_size pooler_hidden_size pooler_output_size unit_embed_dim lang_embed_dim spkr_embed_dim "
+     "entity_emb_size prediction_head_size intra_bottleneck_size decoder_hidden_size ext_pw_out_channel "
+     "depthwise_separable_out_channel nemo_conv_channels num_position_embeddings"),
+    (2, "num_hidden_layers num_layers n_layer n_layers encoder_layers decoder_layers num_encoder_layers "  # depths
+     "num_decoder_layers speech_encoder_layers t2u_encoder_layers t2u_decoder_layers depth num_blocks "
+     "num_layers_per_stack num_self_attends_per_block"),
+    (4, "num_attention_heads n_head n_heads encoder_attention_heads decoder_attention_heads num_heads "  # heads
+     "attention_heads num_encoder_attention_heads num_decoder_attention_heads swa_num_attention_heads "
+     "speech_encoder_attention_heads t2u_encoder_attention_heads t2u_decoder_attention_heads index_n_heads "
+     "linear_num_heads linear_num_key_heads linear_num_value_heads num_filters"),
+    ("kv", "num_key_value_heads num_kv_heads swa_num_key_value_heads"),  # 4, or 2 where the config had GQA
+    (16, "head_dim d_head d_kv dim_head attention_head_dim attention_head_size kv_channels swa_head_dim "  # per head
+     "linear_key_head_dim linear_value_head_dim linear_head_dim index_head_dim mamba_d_head mamba_head_dim "
+     "mamba_headdim qk_nope_head_dim v_head_dim state_size mamba_d_state ssm_state_size kv_lora_rank o_lora_rank "
+     "sliding_window_size chunk_size mamba_chunk_size num_patches"),
+    (128, "intermediate_size d_ff ffn_dim encoder_ffn_dim decoder_ffn_dim n_inner dim_ff dff d_inner "  # FFN, positions
+     "feed_forward_size ffn_hidden_size intermediate_size_mlp mlp_dim speech_encoder_intermediate_size "
+     "t2u_encoder_ffn_dim t2u_decoder_ffn_dim dense_intermediate_size shared_intermediate_size hidden_dim "
+     "max_position_embeddings n_positions n_ctx max_seq_len max_target_positions context_length "
+     "max_encoder_position_embeddings max_decoder_position_embeddings t2u_max_position_embeddings "
+     "left_max_position_embeddings max_2d_position_embeddings max_source_positions"),
+    (4, "num_experts num_local_experts n_routed_experts moe_num_experts"),  # mixtures of experts
+    (2, "num_experts_per_tok moe_topk num_experts_per_token top_k moe_k zero_expert_num encoder_sparse_step "
+     "decoder_sparse_step"),
+    (1, "n_group topk_group first_k_dense_replace num_dense_layers num_sparse_encoder_layers "
+     "num_sparse_decoder_layers n_input_layers n_output_layers"),
     (32, "moe_intermediate_size expert_ffn_hidden_size shared_expert_intermediate_size expert_intermediate_size "
-    "moe_shared_expert_intermediate_size shared_experts_intermediate_size q_lora_rank"),
-    (2, "num_experts_per_tok moe_topk num_experts_per_token top_k moe_k"),
-    (16, "num_patches"),
-    (64, "num_position_embeddings"),
-    (32, "downsample_hidden_size"),
-    (8, "qk_rope_head_dim time_step_rank mamba_dt_rank laurel_rank embedding_rank adapter_rank hc_lowrank "
-    "gated_norm_rank loop_gate_rank sliding_window attention_window attention_chunk_size local_attention "
-    "rotary_dim index_topk num_latents local_attention_window_len"),
-    (2, "zero_expert_num encoder_sparse_step decoder_sparse_step"),
-    (1, "n_group topk_group n_input_layers n_output_layers first_k_dense_replace num_dense_layers "
-    "num_sparse_encoder_layers num_sparse_decoder_layers"),
-    (256, "vocab_size decoder_vocab_size src_vocab_size tgt_vocab_size t2u_vocab_size char_vocab_size "
-    "audio_vocab_size unit_hifi_gan_vocab_size vocab_size_per_layer_input unpadded_vocab_size "
-    "entity_vocab_size pronunciation_vocab_size shape_vocab_size encoder_hash_byte_group_vocab"),
-    (4, "num_filters"),
+     "moe_shared_expert_intermediate_size shared_experts_intermediate_size q_lora_rank downsample_hidden_size"),
+    (8, "qk_rope_head_dim time_step_rank mamba_dt_rank laurel_rank embedding_rank adapter_rank hc_lowrank "  # ranks,
+     "gated_norm_rank loop_gate_rank sliding_window attention_window attention_chunk_size local_attention "  # windows
+     "rotary_dim index_topk num_latents local_attention_window_len"),
+    (256, "vocab_size decoder_vocab_size src_vocab_size tgt_vocab_size t2u_vocab_size char_vocab_size "  # vocabularies
+     "audio_vocab_size unit_hifi_gan_vocab_size vocab_size_per_layer_input unpadded_vocab_size entity_vocab_size "
+     "pronunciation_vocab_size shape_vocab_size encoder_hash_byte_group_vocab"),
     (32, "image_size"),
 ]
 SMALL = {name: v for v, names in _GROUPS for name in names.split()}
@@ -131,13 +133,13 @@ OVERRIDES: dict[str, dict] = {
     "bit": {"num_groups": 4},
     "cohere_compass_text": {"rope_parameters": {"full_attention": _ROPE}},
     "cvt": {"depth": [1, 2, 3], "embed_dim": [16, 32, 64], "num_heads": [1, 2, 4]},
+    "dbrx": {"attn_config.rope_theta": 10000.0, "attn_config.clip_qkv": 8.0},
     "doge": {"is_moe": True},  # exercise its expert embeddings
+    "donut-swin": _SWIN,
     "dots3_note_text": {
         "swa_num_attention_heads": 4, "swa_num_key_value_heads": 4, "swa_q_lora_rank": 32, "swa_kv_lora_rank": 16,
         "swa_head_dim": 24, "swa_qk_nope_head_dim": 16, "swa_qk_rope_head_dim": 8,
     },
-    "dbrx": {"attn_config.rope_theta": 10000.0, "attn_config.clip_qkv": 8.0},
-    "donut-swin": _SWIN,
     "efficientnet": {
         "kernel_sizes": [3, 3, 5], "in_channels": [32, 16, 24], "out_channels": [16, 24, 40], "strides": [1, 2, 2],
         "num_block_repeats": [1, 1, 2], "expand_ratios": [1, 6, 6], "width_coefficient": 0.25,
@@ -145,24 +147,24 @@ OVERRIDES: dict[str, dict] = {
     },
     "esm": {"pad_token_id": 1, "mask_token_id": 2},
     "gemma4_assistant": {"text_config.hidden_size_per_layer_input": 0, "text_config.vocab_size_per_layer_input": 0},
-    "granitemoehybrid": {"layer_types": ["linear_attention", "full_attention"]},
+    "gemma4_text": {"global_head_dim": 32},
+    "gemma4_unified_text": {"global_head_dim": 32},
+    "got_ocr2": {"vision_config.output_channels": 64},
     "gpt_neo": {"attention_types": [[["global", "local"], 1]], "num_layers": 2},
+    "granitemoehybrid": {"layer_types": ["linear_attention", "full_attention"]},
     "hgnet_v2": {
         "stem_channels": [3, 8, 8], "stage_in_channels": [8, 16, 32, 64], "stage_mid_channels": [8, 16, 32, 64],
         "stage_out_channels": [16, 32, 64, 128], "stage_num_blocks": [1, 1, 1, 1], "stage_numb_of_layers": [2] * 4,
         "hidden_sizes": [16, 32, 64, 128],
     },
     "hiera": {"image_size": [32, 32], "embed_dim": 16},
-    "got_ocr2": {"vision_config.output_channels": 64},
+    "lfm2_moe": {"layer_types": ["conv", "full_attention", "conv"], "num_hidden_layers": 3},
+    "mobilebert": {"embedding_size": 32, "intra_bottleneck_size": 32, "true_hidden_size": 32},
     "mobilenet_v1": {"depth_multiplier": 0.25},
     "mobilenet_v2": {"depth_multiplier": 0.25},
     "mobilevit": {"neck_hidden_sizes": [8, 16, 24, 32, 40, 48, 64]},
-    "pp_lcnet": {"scale": 0.25, "class_expand": 64},
-    "gemma4_text": {"global_head_dim": 32},
-    "gemma4_unified_text": {"global_head_dim": 32},
-    "mobilebert": {"embedding_size": 32, "intra_bottleneck_size": 32, "true_hidden_size": 32},
     "mobilevitv2": {"image_size": 64, "width_multiplier": 0.25},
-    "lfm2_moe": {"layer_types": ["conv", "full_attention", "conv"], "num_hidden_layers": 3},
+    "pp_lcnet": {"scale": 0.25, "class_expand": 64},
     "qwen4_exp_text": dict(
         indexer_n_heads=4, indexer_kv_heads=1, indexer_head_dim=16, indexer_budget=8, indexer_compress_ratio=4
     ),
@@ -174,8 +176,8 @@ OVERRIDES: dict[str, dict] = {
     "shieldgemma2": {"yes_token_index": 10, "no_token_index": 11},
     "swin": _SWIN,
     "swinv2": _SWIN,
-    "xlstm": {"qk_dim_factor": 1.0},
     "textnet": {"hidden_sizes": [8, 8, 16, 32, 64], "stem_out_channels": 8, "image_size": [32, 32]},
+    "xlstm": {"qk_dim_factor": 1.0},
 }
 for _vlm in ("qwen4_exp", "dots3_note", "gemma4", "gemma4_unified"):
     OVERRIDES[_vlm] = {f"text_config.{k}": v for k, v in OVERRIDES[_vlm + "_text"].items()}
@@ -405,7 +407,7 @@ def _special_ids(cfg, out: set) -> set:
         v = _get(cfg, f.name)
         if isinstance(v, PretrainedConfig):
             _special_ids(v, out)
-        elif f.name.endswith(("token_id", "token_index", "token_ids")):
+        elif f.name.endswith(TOKEN_SUFFIXES):
             out.update(x for x in (v if isinstance(v, list) else [v]) if isinstance(x, int))
     return out
 
@@ -527,9 +529,8 @@ def run_zoo(only=None) -> list[dict]:
         t0, c0 = time.perf_counter(), time.process_time()
         n, status = 0, "OK"
         try:
-            model, inp = build(model_type, class_name)
+            model, _ = build(model_type, class_name)  # its forward ran once there
             n = sum(p.numel() for p in model.parameters())
-            _forward(model, inp)
         except ZooSkip as e:
             status = str(e)
         except Exception as e:  # a bug of ours: show it, don't hide it
