@@ -549,7 +549,9 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", help="also write the rows and totals there")
     ap.add_argument("--only", nargs="*", help="mappings or model types to build (default: all)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (tiny models: 1 is fastest)")
     args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
     t0, c0 = time.perf_counter(), time.process_time()
     rows = run_zoo(args.only)
     total, cpu = time.perf_counter() - t0, time.process_time() - c0

@@ -7,6 +7,16 @@ import torch
 
 from tests._zoo import MAPPINGS, MAX_PARAMS, ZooSkip, build, cases, example_input, tiny_config
 
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models: extra torch threads only spin (several times slower on a busy 2-core machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 KNOWN = [
     ("causal_lm", "gpt_neox", "GPTNeoXForCausalLM"),
     ("masked_lm", "bert", "BertForMaskedLM"),
