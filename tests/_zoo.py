@@ -67,46 +67,67 @@ def cases() -> list[tuple[str, str, str]]:
 
 # ----------------------------------------------------------------------------------------- config
 _GROUPS = [  # (small value, the config fields that get it: capped, never grown)
-    (64, "hidden_size d_model n_embd embed_dim dim emb_dim embedding_dim word_embed_proj_dim true_hidden_size "  # widths
-     "embedding_size input_embedding_size output_embedding_size hidden_size_global attention_hidden_size lru_width "
-     "projection_dim projection_size d_latents cross_attention_hidden_size out_hidden_size backbone_hidden_size "
-     "vision_output_dim projector_input_dim projector_output_dim encoder_hidden_size output_dim input_dim "
-     "audio_hidden_size adapter_in_dim adapter_out_dim adapter_input_size hidden_size_per_layer_input ple_embed_dim "
-     "router_hidden_size pooler_hidden_size pooler_output_size unit_embed_dim lang_embed_dim spkr_embed_dim "
-     "entity_emb_size prediction_head_size intra_bottleneck_size decoder_hidden_size ext_pw_out_channel "
-     "depthwise_separable_out_channel nemo_conv_channels num_position_embeddings"),
-    (2, "num_hidden_layers num_layers n_layer n_layers encoder_layers decoder_layers num_encoder_layers "  # depths
-     "num_decoder_layers speech_encoder_layers t2u_encoder_layers t2u_decoder_layers depth num_blocks "
-     "num_layers_per_stack num_self_attends_per_block"),
-    (4, "num_attention_heads n_head n_heads encoder_attention_heads decoder_attention_heads num_heads "  # heads
-     "attention_heads num_encoder_attention_heads num_decoder_attention_heads swa_num_attention_heads "
-     "speech_encoder_attention_heads t2u_encoder_attention_heads t2u_decoder_attention_heads index_n_heads "
-     "linear_num_heads linear_num_key_heads linear_num_value_heads num_filters"),
-    ("kv", "num_key_value_heads num_kv_heads swa_num_key_value_heads"),  # 4, or 2 where the config had GQA
-    (16, "head_dim d_head d_kv dim_head attention_head_dim attention_head_size kv_channels swa_head_dim "  # per head
-     "linear_key_head_dim linear_value_head_dim linear_head_dim index_head_dim mamba_d_head mamba_head_dim "
-     "mamba_headdim qk_nope_head_dim v_head_dim state_size mamba_d_state ssm_state_size kv_lora_rank o_lora_rank "
-     "sliding_window_size chunk_size mamba_chunk_size num_patches"),
-    (128, "intermediate_size d_ff ffn_dim encoder_ffn_dim decoder_ffn_dim n_inner dim_ff dff d_inner "  # FFN, positions
-     "feed_forward_size ffn_hidden_size intermediate_size_mlp mlp_dim speech_encoder_intermediate_size "
-     "t2u_encoder_ffn_dim t2u_decoder_ffn_dim dense_intermediate_size shared_intermediate_size hidden_dim "
-     "max_position_embeddings n_positions n_ctx max_seq_len max_target_positions context_length "
-     "max_encoder_position_embeddings max_decoder_position_embeddings t2u_max_position_embeddings "
-     "left_max_position_embeddings max_2d_position_embeddings max_source_positions"),
+    (64, (  # widths
+        "hidden_size d_model n_embd embed_dim dim emb_dim embedding_dim word_embed_proj_dim true_hidden_size "
+        "embedding_size input_embedding_size output_embedding_size hidden_size_global attention_hidden_size "
+        "lru_width projection_dim projection_size d_latents cross_attention_hidden_size out_hidden_size "
+        "backbone_hidden_size vision_output_dim projector_input_dim projector_output_dim encoder_hidden_size "
+        "output_dim input_dim audio_hidden_size adapter_in_dim adapter_out_dim adapter_input_size "
+        "hidden_size_per_layer_input ple_embed_dim router_hidden_size pooler_hidden_size pooler_output_size "
+        "unit_embed_dim lang_embed_dim spkr_embed_dim entity_emb_size prediction_head_size intra_bottleneck_size "
+        "decoder_hidden_size ext_pw_out_channel depthwise_separable_out_channel nemo_conv_channels "
+        "num_position_embeddings"
+    )),
+    (2, (  # depths
+        "num_hidden_layers num_layers n_layer n_layers encoder_layers decoder_layers num_encoder_layers "
+        "num_decoder_layers speech_encoder_layers t2u_encoder_layers t2u_decoder_layers depth num_blocks "
+        "num_layers_per_stack num_self_attends_per_block"
+    )),
+    (4, (  # heads
+        "num_attention_heads n_head n_heads encoder_attention_heads decoder_attention_heads num_heads "
+        "attention_heads num_encoder_attention_heads num_decoder_attention_heads swa_num_attention_heads "
+        "speech_encoder_attention_heads t2u_encoder_attention_heads t2u_decoder_attention_heads index_n_heads "
+        "linear_num_heads linear_num_key_heads linear_num_value_heads num_filters"
+    )),
+    ('kv', "num_key_value_heads num_kv_heads swa_num_key_value_heads"),  # 4, or 2 where the config had GQA
+    (16, (  # per head, state sizes
+        "head_dim d_head d_kv dim_head attention_head_dim attention_head_size kv_channels swa_head_dim "
+        "linear_key_head_dim linear_value_head_dim linear_head_dim index_head_dim mamba_d_head mamba_head_dim "
+        "mamba_headdim qk_nope_head_dim v_head_dim state_size mamba_d_state ssm_state_size kv_lora_rank "
+        "o_lora_rank sliding_window_size chunk_size mamba_chunk_size num_patches"
+    )),
+    (128, (  # FFN widths, positions
+        "intermediate_size d_ff ffn_dim encoder_ffn_dim decoder_ffn_dim n_inner dim_ff dff d_inner "
+        "feed_forward_size ffn_hidden_size intermediate_size_mlp mlp_dim speech_encoder_intermediate_size "
+        "t2u_encoder_ffn_dim t2u_decoder_ffn_dim dense_intermediate_size shared_intermediate_size hidden_dim "
+        "max_position_embeddings n_positions n_ctx max_seq_len max_target_positions context_length "
+        "max_encoder_position_embeddings max_decoder_position_embeddings t2u_max_position_embeddings "
+        "left_max_position_embeddings max_2d_position_embeddings max_source_positions"
+    )),
     (4, "num_experts num_local_experts n_routed_experts moe_num_experts"),  # mixtures of experts
-    (2, "num_experts_per_tok moe_topk num_experts_per_token top_k moe_k zero_expert_num encoder_sparse_step "
-     "decoder_sparse_step"),
-    (1, "n_group topk_group first_k_dense_replace num_dense_layers num_sparse_encoder_layers "
-     "num_sparse_decoder_layers n_input_layers n_output_layers"),
-    (32, "moe_intermediate_size expert_ffn_hidden_size shared_expert_intermediate_size expert_intermediate_size "
-     "moe_shared_expert_intermediate_size shared_experts_intermediate_size q_lora_rank downsample_hidden_size"),
-    (8, "qk_rope_head_dim time_step_rank mamba_dt_rank laurel_rank embedding_rank adapter_rank hc_lowrank "  # ranks,
-     "gated_norm_rank loop_gate_rank sliding_window attention_window attention_chunk_size local_attention "  # windows
-     "rotary_dim index_topk num_latents local_attention_window_len"),
-    (256, "vocab_size decoder_vocab_size src_vocab_size tgt_vocab_size t2u_vocab_size char_vocab_size "  # vocabularies
-     "audio_vocab_size unit_hifi_gan_vocab_size vocab_size_per_layer_input unpadded_vocab_size entity_vocab_size "
-     "pronunciation_vocab_size shape_vocab_size encoder_hash_byte_group_vocab"),
-    (32, "image_size"),
+    (2, (  # experts per token, sparse-layer steps
+        "num_experts_per_tok moe_topk num_experts_per_token top_k moe_k zero_expert_num encoder_sparse_step "
+        "decoder_sparse_step"
+    )),
+    (1, (  # expert groups, dense layers before the MoE ones
+        "n_group topk_group first_k_dense_replace num_dense_layers num_sparse_encoder_layers "
+        "num_sparse_decoder_layers n_input_layers n_output_layers"
+    )),
+    (32, (  # expert and LoRA widths
+        "moe_intermediate_size expert_ffn_hidden_size shared_expert_intermediate_size expert_intermediate_size "
+        "moe_shared_expert_intermediate_size shared_experts_intermediate_size q_lora_rank downsample_hidden_size"
+    )),
+    (8, (  # ranks, windows
+        "qk_rope_head_dim time_step_rank mamba_dt_rank laurel_rank embedding_rank adapter_rank hc_lowrank "
+        "gated_norm_rank loop_gate_rank sliding_window attention_window attention_chunk_size local_attention "
+        "rotary_dim index_topk num_latents local_attention_window_len"
+    )),
+    (256, (  # vocabularies
+        "vocab_size decoder_vocab_size src_vocab_size tgt_vocab_size t2u_vocab_size char_vocab_size "
+        "audio_vocab_size unit_hifi_gan_vocab_size vocab_size_per_layer_input unpadded_vocab_size "
+        "entity_vocab_size pronunciation_vocab_size shape_vocab_size encoder_hash_byte_group_vocab"
+    )),
+    (32, "image_size"),  # pixels
 ]
 SMALL = {name: v for v, names in _GROUPS for name in names.split()}
 LAYER_COUNTS = ("num_hidden_layers", "num_layers", "n_layer", "n_layers", "decoder_layers", "encoder_layers")
@@ -129,11 +150,11 @@ SKIP = {
 _SWIN = {"patch_size": 2, "window_size": 2}
 _ROPE = {"rope_type": "default", "rope_theta": 10000.0}
 OVERRIDES: dict[str, dict] = {
-    "bamba": {"attn_layer_indices": [1]},
-    "bit": {"num_groups": 4},
-    "cohere_compass_text": {"rope_parameters": {"full_attention": _ROPE}},
-    "cvt": {"depth": [1, 2, 3], "embed_dim": [16, 32, 64], "num_heads": [1, 2, 4]},
-    "dbrx": {"attn_config.rope_theta": 10000.0, "attn_config.clip_qkv": 8.0},
+    "bamba": {"attn_layer_indices": [1]},  # else no attention layer
+    "bit": {"num_groups": 4},  # group norms of the narrow stages
+    "cohere_compass_text": {"rope_parameters": {"full_attention": _ROPE}},  # default config: none
+    "cvt": {"depth": [1, 2, 3], "embed_dim": [16, 32, 64], "num_heads": [1, 2, 4]},  # stage i needs depth > i
+    "dbrx": {"attn_config.rope_theta": 10000.0, "attn_config.clip_qkv": 8.0},  # default config: none
     "doge": {"is_moe": True},  # exercise its expert embeddings
     "donut-swin": _SWIN,
     "dots3_note_text": {
@@ -145,39 +166,38 @@ OVERRIDES: dict[str, dict] = {
         "num_block_repeats": [1, 1, 2], "expand_ratios": [1, 6, 6], "width_coefficient": 0.25,
         "depth_coefficient": 1.0, "hidden_dim": 320,
     },
-    "esm": {"pad_token_id": 1, "mask_token_id": 2},
+    "esm": {"pad_token_id": 1, "mask_token_id": 2},  # default config: none
     "gemma4_assistant": {"text_config.hidden_size_per_layer_input": 0, "text_config.vocab_size_per_layer_input": 0},
     "gemma4_text": {"global_head_dim": 32},
     "gemma4_unified_text": {"global_head_dim": 32},
     "got_ocr2": {"vision_config.output_channels": 64},
-    "gpt_neo": {"attention_types": [[["global", "local"], 1]], "num_layers": 2},
-    "granitemoehybrid": {"layer_types": ["linear_attention", "full_attention"]},
+    "gpt_neo": {"attention_types": [[["global", "local"], 1]], "num_layers": 2},  # types x repeats = layers
+    "granitemoehybrid": {"layer_types": ["linear_attention", "full_attention"]},  # default: Mamba only
     "hgnet_v2": {
         "stem_channels": [3, 8, 8], "stage_in_channels": [8, 16, 32, 64], "stage_mid_channels": [8, 16, 32, 64],
         "stage_out_channels": [16, 32, 64, 128], "stage_num_blocks": [1, 1, 1, 1], "stage_numb_of_layers": [2] * 4,
         "hidden_sizes": [16, 32, 64, 128],
     },
-    "hiera": {"image_size": [32, 32], "embed_dim": 16},
-    "lfm2_moe": {"layer_types": ["conv", "full_attention", "conv"], "num_hidden_layers": 3},
-    "mobilebert": {"embedding_size": 32, "intra_bottleneck_size": 32, "true_hidden_size": 32},
+    "lfm2_moe": {"layer_types": ["conv", "full_attention", "conv"], "num_hidden_layers": 3},  # default: none
+    "mobilebert": {"embedding_size": 32, "intra_bottleneck_size": 32, "true_hidden_size": 32},  # < hidden
     "mobilenet_v1": {"depth_multiplier": 0.25},
     "mobilenet_v2": {"depth_multiplier": 0.25},
     "mobilevit": {"neck_hidden_sizes": [8, 16, 24, 32, 40, 48, 64]},
-    "mobilevitv2": {"image_size": 64, "width_multiplier": 0.25},
+    "mobilevitv2": {"image_size": 64, "width_multiplier": 0.25},  # 32 px vanish before the last stage
     "pp_lcnet": {"scale": 0.25, "class_expand": 64},
-    "qwen4_exp_text": dict(
-        indexer_n_heads=4, indexer_kv_heads=1, indexer_head_dim=16, indexer_budget=8, indexer_compress_ratio=4
-    ),
-    "recurrent_gemma": {"num_hidden_layers": 3},
+    "qwen4_exp_text": {  # default config: no sparse-attention indexer sizes
+        "indexer_n_heads": 4, "indexer_kv_heads": 1, "indexer_head_dim": 16, "indexer_budget": 8,
+        "indexer_compress_ratio": 4,
+    },
+    "recurrent_gemma": {"num_hidden_layers": 3},  # block pattern recurrent, recurrent, attention
     "reformer": {
         "axial_pos_shape": [4, 4], "axial_pos_embds_dim": [32, 32], "local_attn_chunk_length": 4,
         "lsh_attn_chunk_length": 4, "num_buckets": 2,
     },
-    "shieldgemma2": {"yes_token_index": 10, "no_token_index": 11},
+    "shieldgemma2": {"yes_token_index": 10, "no_token_index": 11},  # read with getattr defaults > vocab
     "swin": _SWIN,
     "swinv2": _SWIN,
     "textnet": {"hidden_sizes": [8, 8, 16, 32, 64], "stem_out_channels": 8, "image_size": [32, 32]},
-    "xlstm": {"qk_dim_factor": 1.0},
 }
 for _vlm in ("qwen4_exp", "dots3_note", "gemma4", "gemma4_unified"):
     OVERRIDES[_vlm] = {f"text_config.{k}": v for k, v in OVERRIDES[_vlm + "_text"].items()}
@@ -536,8 +556,8 @@ def run_zoo(only=None) -> list[dict]:
         except Exception as e:  # a bug of ours: show it, don't hide it
             status = f"ERROR {_oneline(e)}"
         dt, cpu = time.perf_counter() - t0, time.process_time() - c0
-        rows.append(dict(mapping=mapping, model_type=model_type, cls=class_name, n_params=n, seconds=dt, cpu=cpu,
-                         status=status))
+        row = {"mapping": mapping, "model_type": model_type, "cls": class_name, "n_params": n, "seconds": dt}
+        rows.append({**row, "cpu": cpu, "status": status})
         print(f"{mapping:20s} {model_type:26s} {class_name:42s} {n:8d} {dt:5.2f}s {status}", flush=True)
     return rows
 
@@ -559,13 +579,13 @@ def main(argv=None) -> None:
     for mapping in MAPPINGS:
         r = [x for x in rows if x["mapping"] == mapping]
         ok = sum(x["status"] == "OK" for x in r)
-        totals[mapping] = dict(built=ok, skipped=len(r) - ok, seconds=sum(x["seconds"] for x in r))
+        totals[mapping] = {"built": ok, "skipped": len(r) - ok, "seconds": sum(x["seconds"] for x in r)}
         print(f"{mapping:20s} built {ok:4d}  skipped {len(r) - ok:4d}  {totals[mapping]['seconds']:7.1f}s")
     built = sum(x["status"] == "OK" for x in rows)
     print(f"total: {built}/{len(rows)} built in {total:.1f}s wall, {cpu:.1f}s CPU (all threads)")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump(dict(rows=rows, totals=totals, total_seconds=total, cpu_seconds=cpu), fh, indent=1)
+            json.dump({"rows": rows, "totals": totals, "total_seconds": total, "cpu_seconds": cpu}, fh, indent=1)
 
 
 if __name__ == "__main__":
