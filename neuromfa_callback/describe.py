@@ -79,6 +79,10 @@ class ModelDescription(list):
             f"({lay.family} sampling; node sets from: {lay.source})\nthe network uses {self.coverage:.1%} of the "
             f"{self.considered_elements:,} weight elements (embeddings and unembeddings aside)"
         )
+        by_structure = [ns.name for ns in lay.node_sets if ns.reads.startswith("grouped by structure")]
+        if by_structure:
+            head += (f"\n{len(by_structure)} node sets were not called in the observed forward pass and are grouped by "
+                     f"structure (siblings with one input width): pass `example_input=` to observe them")
         rows = [("depth", "node set (operators sharing input neurons)", "inputs", "out-edges/node")]
         for ns in lay.node_sets:
             rows.append((f"{ns.depth} {lay.depth_names[ns.depth]}", ns.name, str(ns.n_in), str(ns.n_out)))

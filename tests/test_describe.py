@@ -121,14 +121,34 @@ class WithUnused(torch.nn.Module):
         return self.b(torch.relu(self.a(x)))
 
 
-def test_coverage_below_one_when_an_operator_is_unused():
-    """An operator the forward pass never calls: coverage = used / considered elements (64 + 32 of 160), and the
-    reason is listed with it."""
+def test_an_operator_the_forward_pass_never_calls_is_covered_and_reported():
+    """An operator the observed forward pass never calls is still analysed (grouped by structure): coverage 1.0,
+    and the report says how many node sets were grouped that way and how to observe them."""
     d = describe(WithUnused())
-    assert d.coverage == pytest.approx((64 + 32) / 160)
+    assert d.coverage == 1.0
     spare = _by_name(d)["spare.weight"]
-    assert (spare.used, spare.reason) == (False, "not called in the forward pass")
-    assert "spare.weight" in str(d) and "not called in the forward pass" in str(d)
+    assert spare.used and spare.reason == "node set spare.weight"
+    assert "1 node sets were not called in the observed forward pass" in str(d) and "example_input=" in str(d)
+
+
+class Raw(torch.nn.Module):
+    """A layer holding a raw 3-D weight (XLNet-style): not a weight operator, so not covered."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = torch.nn.Linear(8, 8)
+        self.w = torch.nn.Parameter(torch.randn(8, 2, 4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("bi,ihd->bhd", self.a(x), self.w).flatten(1)
+
+
+def test_coverage_below_one_for_weights_no_operator_reads():
+    """A raw weight no operator type reads: coverage = used / considered elements (64 of 128), with the reason."""
+    d = describe(Raw())
+    assert d.coverage == pytest.approx(64 / 128)
+    raw = _by_name(d)["w"]
+    assert (raw.used, raw.reason) == (False, "not a weight operator (Raw)")
 
 
 TYPICAL = {

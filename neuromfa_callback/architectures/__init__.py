@@ -13,9 +13,10 @@
    container of repeated blocks (``model.layers.3``, ``encoder.block.0``, ``layer1.0``); depths are
    numbered in forward order.
 5. Unembeddings are left out, as in the reference: the output embedding of every Hugging Face model
-   (``get_output_embeddings()``: ``lm_head``, ``embed_out``) and any layer whose weight is an
-   ``nn.Embedding``'s weight (tied). Embeddings, norms and biases are not operators. Operators that a
-   forward pass showed are never called are left out too (``describe`` lists all of these).
+   (``get_output_embeddings()``: ``lm_head``) and any layer whose weight is an ``nn.Embedding``'s
+   weight (tied). Embeddings, norms and biases are not operators (``describe`` lists all of these).
+   Operators the observed pass did not call (a vision tower under a text-only batch) are kept, grouped
+   by structure.
 
 ``architecture``: ``"auto"`` (the ``gpt_neox`` preset for a GPT-NeoX model, the general sampler
 otherwise), ``"generic"`` (always the general sampler) or ``"gpt_neox"`` (the reference's exact
@@ -170,42 +171,52 @@ def _strip(name: str) -> str:
     return name.replace("._orig_mod", "").replace("_orig_mod.", "")
 
 
+def _neuron_axis(op: Operator) -> str:
+    """Which axis of the input tensor an operator reads its neurons from (channels or the last one)."""
+    return "channels" if op.kind in ("conv", "conv_transpose") else "last"
+
+
 def _node_sets(
     root: torch.nn.Module, found: list[tuple[str, torch.nn.Module, list[Operator]]], obs: Observation
-) -> tuple[tuple[NodeSet, ...], tuple[str, ...], list[tuple[str, str]]]:
-    skipped: list[tuple[str, str]] = []
+) -> tuple[tuple[NodeSet, ...], tuple[str, ...]]:
+    """Group the operators into node sets (same input tensor, same neuron axis and width) in forward order.
+
+    Operators the observed pass did not call (a vision tower under a text-only batch, a layer used only
+    in evaluation) are still part of the network: they are grouped by structure and placed after the
+    observed ones.
+    """
     unobserved = [(p, m, ops) for p, m, ops in found if id(m) not in obs.order]
-    covered = obs.covered
-    structural = [(p, m, ops) for p, m, ops in unobserved if id(m) not in covered]
-    for p, m, ops in unobserved:
-        if id(m) in covered:
-            skipped += [(_strip(n), "not called in the forward pass") for op in ops for n in op.params[:1]]
-    fallback = structural_keys(root, [(p, m, ops[0].n_in) for p, m, ops in structural])
-    live = [(p, m, ops) for p, m, ops in found if id(m) in obs.order or id(m) in fallback]
-    n_live = len(live)
-    groups: dict[Any, list[tuple[float, Operator]]] = {}
-    for idx, (path, mod, ops) in enumerate(live):
-        order = obs.order.get(id(mod), n_live + idx)
+    fallback = structural_keys(root, [(p, m, ops[0].n_in) for p, m, ops in unobserved])
+    n_found = len(found)
+    groups: dict[Any, list[tuple[float, Operator, str]]] = {}
+    for idx, (path, mod, ops) in enumerate(found):
+        order = obs.order.get(id(mod), n_found + idx)
         for k, op in enumerate(ops):
             if op.input_slot is None:
                 key: Any = ("internal", op.name)
             elif id(mod) in obs.inputs:
-                key = ("tensor", obs.inputs[id(mod)][min(op.input_slot, len(obs.inputs[id(mod)]) - 1)])
+                slots = obs.inputs[id(mod)]
+                key = ("tensor", slots[min(op.input_slot, len(slots) - 1)], _neuron_axis(op), op.n_in)
             else:
-                key = ("structure", fallback[id(mod)], op.n_in)  # different widths never share neurons
+                key = ("structure", fallback[id(mod)], _neuron_axis(op), op.n_in)  # different widths never share neurons
             groups.setdefault(key, []).append((order + (0.5 if op.input_slot is None else 0.0) + k * 1e-6, op, path))
-    op_ids = {id(m) for _, m, _ in live}
-    ordered = sorted(groups.values(), key=lambda members: min(m[0] for m in members))
+    op_ids = {id(m) for _, m, _ in found}
+    ordered = sorted(groups.items(), key=lambda kv: min(m[0] for m in kv[1]))
     depth_of: dict[str, int] = {}
     sets = []
-    for members in ordered:
+    for key, members in ordered:
         members.sort(key=lambda m: m[0])
         block = _strip(_block_of(root, members[0][2], op_ids))
         depth = depth_of.setdefault(block, len(depth_of))
-        first = members[0][1]
-        reads = f"internal activation of {_strip(members[0][2])}" if first.input_slot is None else f"input of {_strip(members[0][2])}"
+        where = _strip(members[0][2])
+        if key[0] == "internal":
+            reads = f"internal activation of {where}"
+        elif key[0] == "structure":
+            reads = f"grouped by structure: not called in the observed forward pass ({where})"
+        else:
+            reads = f"input of {where}"
         sets.append(NodeSet(tuple(m[1] for m in members), depth, reads))
-    return tuple(sets), tuple(depth_of), skipped
+    return tuple(sets), tuple(depth_of)
 
 
 def _model_type(root: torch.nn.Module, op_modules: list[torch.nn.Module]) -> str | None:
@@ -275,11 +286,7 @@ def resolve(
     found = [f for f in found if id(f[1]) not in excluded]
     if not found:
         raise _no_operator_error(root)
-    sets, depth_names, more = _node_sets(root, found, observation)
-    skipped += more
-    if not sets:
-        raise ValueError(f"no operator of {type(root).__name__} was called in the forward pass ({observation.source}); "
-                         "pass `module=` or another `example_input=`"[:299])
+    sets, depth_names = _node_sets(root, found, observation)
     model_type = _model_type(root, [m for _, m, _ in found])
     preset = architecture if architecture != "auto" else ("gpt_neox" if model_type in gpt_neox.MODEL_TYPES else "generic")
     if preset == "gpt_neox":

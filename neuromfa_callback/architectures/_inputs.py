@@ -79,15 +79,15 @@ def _hf_candidates(model: torch.nn.Module) -> list[Candidate]:
     return out
 
 
-def _guesses(model: torch.nn.Module) -> list[Candidate]:
-    first = next((m for m in model.modules() if any(True for _ in m.parameters(recurse=False))), None)
-    if isinstance(first, torch.nn.Embedding):
-        n = min(first.num_embeddings, 64)
+def _guess_for(module: torch.nn.Module) -> list[Candidate]:
+    """Inputs for a model whose first weight-holding module is ``module`` (none if its type says nothing)."""
+    if isinstance(module, torch.nn.Embedding):
+        n = min(module.num_embeddings, 64)
         return [("guessed input: token ids (1, 8)", lambda: torch.randint(0, n, (1, 8)))]
-    found = find_operators(first) if first is not None else []
+    found = [ops for _, m, ops in find_operators(module) if m is module]
     if not found:
         return []
-    op = found[0][2][0]
+    op = found[0][0]
     w = op.n_in
     if op.kind in ("linear", "conv1d_hf", "linear_like", "lora"):
         return [(f"guessed input: float batch (2, {w})", lambda: torch.randn(2, w)),
@@ -98,6 +98,16 @@ def _guesses(model: torch.nn.Module) -> list[Candidate]:
         spatial = op.stored().ndim - 2
         shapes = {1: [(64,)], 2: [(32, 32), (64, 64), (224, 224)], 3: [(8, 16, 16)]}.get(spatial, [])
         return [(f"guessed input: ({1}, {w}, {', '.join(map(str, s))})", lambda s=s: torch.randn(1, w, *s)) for s in shapes]
+    return []
+
+
+def _guesses(model: torch.nn.Module) -> list[Candidate]:
+    """A guess from the first weight-holding module whose type tells what it reads (registration order)."""
+    for m in model.modules():
+        if any(True for _ in m.parameters(recurse=False)):
+            guess = _guess_for(m)
+            if guess:
+                return guess
     return []
 
 
@@ -120,7 +130,6 @@ def merge(a: Observation, b: Observation) -> Observation:
         order={**a.order, **{m: i + n for m, i in b.order.items()}},
         widths={**a.widths, **b.widths},
         source=a.source if a.source == b.source else f"{a.source}; {b.source}",
-        covered=a.covered | b.covered,
     )
 
 

@@ -45,8 +45,6 @@ class Observation:
         order: ``id(module) -> index`` of its first call.
         widths: ``id(module) -> last dimension`` of its (first) input.
         source: how the pass came about (``"training step"``, ``"example_input"``, ...).
-        covered: ``id`` of every module inside a module whose forward ran: an operator there that
-            was never called is not used by the model.
         pieces: ``id(module) -> row sizes`` when the module's output was split along its last
             dimension (``split``/``chunk``/``tensor_split``): a fused projection (GPT-2's ``c_attn``
             into q, k, v; a fused ``gate_up_proj``), sampled piece by piece.
@@ -57,7 +55,6 @@ class Observation:
     order: dict[int, int] = field(default_factory=dict)
     widths: dict[int, int] = field(default_factory=dict)
     source: str = ""
-    covered: set[int] = field(default_factory=set)
 
     @property
     def empty(self) -> bool:
@@ -245,8 +242,6 @@ class DataflowRecorder:
             if tiles and owner not in self.observation.pieces:
                 self.observation.pieces[owner] = tuple(b - a for a, b in cuts)
         self._outputs, self._slices = {}, {}
-        if not self.observation.empty:
-            self.observation.covered |= {id(m) for m in self._root.modules()}
         self._tensors = []
         self._keys = {}
         return self.observation

@@ -317,10 +317,17 @@ def is_operator_module(module: torch.nn.Module) -> bool:
 
 
 def _expert_params(module: torch.nn.Module) -> list[str]:
-    """Direct 3-D floating parameters sharing their first (expert) dimension: experts stored as one tensor."""
-    if _plain_kind(module) is not None:
+    """Direct 3-D floating parameters sharing their first (expert) dimension: experts stored as one tensor.
+
+    At least two experts, and each expert a real matrix (both sides > 1): a class token (``1 x 1 x H``) or
+    a position table (``1 x N x H``) is not an expert, and neither is anything in an embedding module.
+    """
+    if _plain_kind(module) is not None or "Embedding" in type(module).__name__:
         return []
-    names = [n for n, p in module.named_parameters(recurse=False) if p.ndim == 3 and p.is_floating_point()]
+    names = [
+        n for n, p in module.named_parameters(recurse=False)
+        if p.ndim == 3 and p.is_floating_point() and p.shape[0] >= 2 and min(p.shape[1:]) > 1
+    ]
     if not names:
         return []
     experts = {int(getattr(module, n).shape[0]) for n in names}
@@ -376,6 +383,8 @@ def _expert_operators(module: torch.nn.Module, pre: str, names: list[str], width
     (``E x in x out``, ``x @ W``); the last registered one is the output projection (its own node sets)."""
     shapes = {n: tuple(getattr(module, n).shape) for n in names}
     first = shapes[names[0]]  # the input projection is registered first (gate_up / w1 before down / w2)
+    if width is not None and width not in first[1:]:
+        return []  # the module's input is not what its first 3-D weight multiplies: not a bank of experts
     transposed = width is not None and first[2] != width and first[1] == width
     axis = 1 if transposed else 2
     reads_input = {

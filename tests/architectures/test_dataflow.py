@@ -99,11 +99,13 @@ class WithUnused(torch.nn.Module):
         return self.b(torch.relu(self.a(x)))
 
 
-def test_operator_never_called_is_skipped_with_reason():
-    """An operator that the forward pass never calls is not analysed, and is listed as such."""
+def test_operator_never_called_is_kept_grouped_by_structure():
+    """An operator the observed forward pass never calls (a tower the first batch did not use) stays in the
+    network, after the observed node sets, grouped by structure and marked as such."""
     layout = resolve(WithUnused())
-    assert node_set_names(layout) == [["a.weight"], ["b.weight"]]
-    assert layout.skipped == (("spare.weight", "not called in the forward pass"),)
+    assert node_set_names(layout) == [["a.weight"], ["b.weight"], ["spare.weight"]]
+    assert layout.node_sets[2].reads.startswith("grouped by structure: not called in the observed forward pass")
+    assert layout.node_sets[0].reads == "input of a" and layout.skipped == ()
 
 
 class Mixer(torch.nn.Module):
