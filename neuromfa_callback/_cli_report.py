@@ -23,10 +23,15 @@ __all__ = [
     "check_plot_suffix",
     "check_writable",
     "csv_columns",
+    "depth_path",
+    "depth_rows",
+    "format_depth_table",
     "format_table",
     "log_wandb",
     "spectra_path",
     "write_csv",
+    "write_depth_csv",
+    "write_depth_plots",
     "write_json",
     "write_plots",
 ]
@@ -119,7 +124,7 @@ def format_table(
     """The records as an aligned text table of at most ``width`` columns (unless the numbers alone are wider).
 
     Columns: step, ``alpha0 ± std``, ``width ± std``, E, (with ``scale_control``: ``alpha0_rms``,
-    ``E_rms``), ``mean|w|`` (the weighted-degree baseline), ``ill-formed`` (samples with an
+    ``E_rms``), (with nulls: ``E_null``), ``mean|w|`` (the weighted-degree baseline), ``ill-formed`` (samples with an
     ill-formed spectrum; ``raw/rms`` with ``scale_control``) and the checkpoint's name, last, cut
     to its tail (``...``) where the line would be too long. Values have four decimals (``mean|w|``:
     four significant digits); the JSON and CSV outputs hold every column at full precision. A
@@ -153,6 +158,8 @@ def format_table(
     ]
     if scale_control:
         cols += [("alpha0_rms", lambda r: _fixed(r.get("alpha0_rms"))), ("E_rms", lambda r: _fixed(r.get("emergence_rms")))]
+    if any("emergence_null" in r for r in records):
+        cols += [("E_null", lambda r: _fixed(r.get("emergence_null")))]
     cols += [("mean|w|", lambda r: _sig(r.get("weighted_degree"))), ("ill-formed", ill)]
     head = [h for h, _ in cols]
     rows = [[cell(rec) for _, cell in cols] for rec in records]
@@ -169,6 +176,83 @@ def format_table(
         line(["-" * w for w in [*widths, path_width]]),
         *(line([*r, n]) for r, n in zip(rows, names)),
     ])
+
+
+# ------------------------------------------------------------------------------- by depth
+DEPTH_COLUMNS = ("alpha0", "alpha0_std", "width", "width_std", "emergence", "alpha0_rms", "alpha0_rms_std",
+                 "width_rms", "width_rms_std", "emergence_rms", "n_nodes", "n_ill_formed", "flag")
+
+
+def depth_rows(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per checkpoint and depth: ``step``, ``path``, ``depth``, ``name`` and the per-depth values.
+
+    Example:
+        >>> depth_rows([{"step": 0, "path": "a", "by_depth": [{"depth": 0, "name": "l.0", "alpha0": 1.4}]}])
+        [{'step': 0, 'path': 'a', 'depth': 0, 'name': 'l.0', 'alpha0': 1.4}]
+    """
+    out = []
+    for r in records:
+        for row in r.get("by_depth") or []:
+            out.append({"step": r["step"], "path": r.get("path", ""), "depth": row["depth"], "name": row["name"],
+                        **{k: row[k] for k in DEPTH_COLUMNS if k in row}})
+    return out
+
+
+def format_depth_table(records: Sequence[Mapping[str, Any]], *, scale_control: bool = True, width: int = TABLE_WIDTH,
+                       plus_minus: str | None = None) -> str:
+    """Per checkpoint and depth: alpha0 and width (± std over samples), E against that depth's own baseline
+    (the first checkpoint), the scale-controlled alpha0 and E, kept nodes per sample, and a flag where a
+    depth had too few nodes for a spectrum. The depth's name is cut to fit ``width`` columns."""
+    pm = _pm() if plus_minus is None else plus_minus
+    rows = depth_rows(records)
+    head = ["step", "depth", f"alpha0 {pm} std", f"width {pm} std", "E"]
+    head += ["alpha0_rms", "E_rms"] if scale_control else []
+    head += ["nodes"]
+    cells = []
+    for r in rows:
+        c = [str(r["step"]), str(r["depth"]), f"{_fixed(r.get('alpha0'))} {pm} {_fixed(r.get('alpha0_std'))}",
+             f"{_fixed(r.get('width'))} {pm} {_fixed(r.get('width_std'))}", _fixed(r.get("emergence"))]
+        c += [_fixed(r.get("alpha0_rms")), _fixed(r.get("emergence_rms"))] if scale_control else []
+        c += [f"{r.get('n_nodes', math.nan):.0f}"]
+        cells.append(c)
+    widths = [max(len(x[i]) for x in [head, *cells]) for i in range(len(head))]
+    room = max(_MIN_PATH_WIDTH, width - sum(widths) - 2 * len(widths))
+    names = [(r["name"] + (f" ({r['flag']})" if r.get("flag") else "")) for r in rows]
+    names = [n if len(n) <= room else "..." + n[-(room - 3):] for n in names]
+    name_width = max(len(n) for n in ["block", *names])
+
+    def line(parts: Sequence[str], name: str) -> str:
+        return "  ".join([*(p.rjust(w) for p, w in zip(parts, widths)), name.ljust(name_width)]).rstrip()
+
+    return "\n".join([line(head, "block"), line(["-" * w for w in widths], "-" * name_width),
+                      *(line(c, n) for c, n in zip(cells, names))])
+
+
+def depth_path(path: str | os.PathLike[str], suffix: str = "") -> Path:
+    """``out.csv`` -> ``out_depth.csv``; ``out.png`` with ``suffix="_emergence"`` -> ``out_depth_emergence.png``."""
+    p = Path(path)
+    return p.with_name(f"{p.stem}_depth{suffix}{p.suffix}")
+
+
+def write_depth_csv(path: str | os.PathLike[str], records: Sequence[Mapping[str, Any]]) -> Path:
+    """Write :func:`depth_rows` to :func:`depth_path` of ``path``; returns that path."""
+    out = depth_path(path)
+    with open(out, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["step", "path", "depth", "name", *DEPTH_COLUMNS], restval="",
+                                extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(depth_rows(records))
+    return out
+
+
+def write_depth_plots(path: str | os.PathLike[str], records: Sequence[Mapping[str, Any]]) -> list[Path]:
+    """The alpha0 and E heatmaps by depth and checkpoint, next to ``path``; returns both paths."""
+    from neuromfa_callback.plotting import plot_depth_heatmap
+
+    out = [depth_path(path), depth_path(path, "_emergence")]
+    plot_depth_heatmap(records, value="alpha0", path=out[0])
+    plot_depth_heatmap(records, value="emergence", path=out[1])
+    return out
 
 
 # ---------------------------------------------------------------------------------- files

@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--json", metavar="FILE", help='write {"version": 1, "options": ..., "checkpoints": [...]}')
     out.add_argument("--csv", metavar="FILE", help="write the scalar columns")
     out.add_argument("--plot", metavar="FILE", help="save the alpha0/width/E figure (and FILE_spectra for f(alpha))")
+    out.add_argument("--by-depth", action="store_true",
+                     help="also print one row per depth (block) and write FILE_depth.csv / FILE_depth*.png next to "
+                          "--csv / --plot (the JSON holds the depths always)")
     out.add_argument("--wandb", action="store_true", help="log the series to a W&B run")
     out.add_argument("--wandb-project", default="neuromfa", metavar="NAME", help="W&B project (default: neuromfa)")
     out.add_argument("--quiet", "-q", action="store_true",
@@ -337,6 +340,13 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         written.append(args.csv)
     if args.plot:
         written += map(str, report.write_plots(args.plot, records))
+    if args.by_depth:
+        print()
+        print(report.format_depth_table(records, scale_control=args.scale_control))
+        if args.csv:
+            written.append(str(report.write_depth_csv(args.csv, records)))
+        if args.plot:
+            written += map(str, report.write_depth_plots(args.plot, records))
     if args.wandb:
         from neuromfa_callback._wandb import wandb_mode
 
@@ -387,6 +397,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `neuromfa analyze ... | head`: the reader left; nothing more to say
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (InputError, ValueError, TypeError, OSError, ImportError) as err:  # CheckpointError is a ValueError
         print(f"{PROG}: error: {_one_line(err)}", file=sys.stderr)
         return 1

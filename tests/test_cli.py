@@ -503,3 +503,23 @@ def test_format_table_width_worst_case():
         last = text.splitlines()[-1].split()
         assert last[0] == "100000000" and last[1] == "nan" and last[-1].endswith("checkpoint-100000000")
     assert "-10.5000" in text
+
+
+def test_by_depth_prints_writes_and_plots(hf_series, tmp_path):
+    """--by-depth: a row per checkpoint and depth (E against the depth's own first value), FILE_depth.csv with
+    the same values as the JSON's by_depth, and the two depth heatmaps; every file listed."""
+    out = {"json": tmp_path / "s.json", "csv": tmp_path / "s.csv", "plot": tmp_path / "s.png"}
+    code, stdout, stderr = run(["analyze", *hf_series, *FAST, "--by-depth", *(f"--{k}={v}" for k, v in out.items())])
+    assert code == 0, stderr
+    depth_table = stdout.split("\n\n")[1].splitlines()
+    assert depth_table[0].split()[:2] == ["step", "depth"] and len(depth_table) == 2 + 3 * 2  # 3 checkpoints x 2 blocks
+    assert depth_table[2].split()[-1] == "gpt_neox.layers.0" and depth_table[2].split()[8] == "0.0000"  # E at the baseline
+    doc = json.loads(out["json"].read_text())
+    rows = list(csv.DictReader(open(tmp_path / "s_depth.csv")))
+    assert [(int(r["step"]), r["name"]) for r in rows] == [(s, f"gpt_neox.layers.{d}") for s in (0, 100, 200) for d in (0, 1)]
+    for r in rows:
+        rec = next(c for c in doc["checkpoints"] if c["step"] == int(r["step"]))
+        row = next(d for d in rec["by_depth"] if d["name"] == r["name"])
+        assert float(r["alpha0"]) == row["alpha0"] and float(r["emergence"]) == row["emergence"]
+    for name in ("s_depth.csv", "s_depth.png", "s_depth_emergence.png"):
+        assert (tmp_path / name).stat().st_size > 0 and f"wrote {tmp_path / name}" in stderr
