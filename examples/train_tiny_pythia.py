@@ -8,7 +8,9 @@ the source files of the standard library (a held-out set of files is the validat
 - ``history.jsonl``: one NeuroMFA snapshot per line (alpha0, width, E, the scale-controlled
   values, the mean spectrum);
 - ``spectra.png``: f(alpha) at every snapshot, coloured by step;
-- ``emergence.png``: alpha0, width and E next to the validation loss;
+- ``emergence.png``: alpha0, width and E (raw, scale-controlled, against the permutation null) next to
+  the validation loss;
+- ``depth.png``, ``depth_emergence.png``: alpha0 and E of every block (depth) at every snapshot;
 - ``checkpoints/step=N/``: Hugging Face model folders at a few snapshot steps (``neuromfa analyze``
   on them reproduces the logged values);
 - ``wandb/``: the W&B run (offline unless you have configured W&B; ``wandb sync`` uploads it).
@@ -34,7 +36,7 @@ from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
 from neuromfa_callback import NeuroMFACallback
 from neuromfa_callback._wandb import wandb_init_kwargs
-from neuromfa_callback.plotting import plot_emergence, plot_spectra
+from neuromfa_callback.plotting import plot_depth_heatmap, plot_emergence, plot_spectra
 
 CONTEXT = 64
 
@@ -150,14 +152,16 @@ class ValLossHistory(Callback):
 
 def summary_table(history: list[dict[str, Any]], val: dict[int, float]) -> str:
     """A plain-text table of the snapshots with the validation loss."""
-    head = f"{'step':>6} {'val_loss':>9} {'alpha0':>8} {'width':>7} {'E':>8} {'alpha0_rms':>10} {'E_rms':>8} {'mean|w|':>8}"
+    head = (f"{'step':>6} {'val_loss':>9} {'alpha0':>8} {'width':>7} {'E':>8} {'alpha0_rms':>10} {'E_rms':>8} "
+            f"{'alpha0_null':>11} {'E_null':>8} {'mean|w|':>8}")
     lines = [head, "-" * len(head)]
+    nan = float("nan")
     for r in history:
-        v = val.get(r["step"], float("nan"))
+        v = val.get(r["step"], nan)
         lines.append(
             f"{r['step']:>6} {v:>9.4f} {r['alpha0']:>8.4f} {r['width']:>7.4f} {r['emergence']:>8.4f} "
-            f"{r.get('alpha0_rms', float('nan')):>10.4f} {r.get('emergence_rms', float('nan')):>8.4f} "
-            f"{r.get('weighted_degree', float('nan')):>8.5f}"
+            f"{r.get('alpha0_rms', nan):>10.4f} {r.get('emergence_rms', nan):>8.4f} "
+            f"{r.get('alpha0_null', nan):>11.4f} {r.get('emergence_null', nan):>8.4f} {r.get('weighted_degree', nan):>8.5f}"
         )
     return "\n".join(lines)
 
@@ -170,6 +174,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--samples", type=int, default=10, help="NeuroMFA samples per snapshot")
+    p.add_argument("--null", type=int, default=2, help="permutation nulls per sample (0: none; default 2)")
     p.add_argument("--no-wandb", action="store_true", help="do not log to W&B (CSV only)")
     return p.parse_args(argv)
 
@@ -204,7 +209,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         loggers.append(WandbLogger(project="neuromfa-demo", save_dir=str(out), offline=mode == "offline", mode=mode, log_model=False))
         print(f"W&B: {mode} run in {out / 'wandb'}", file=sys.stderr)
 
-    neuromfa = NeuroMFACallback(every_n_train_steps=args.every, samples=args.samples, neurons_per_layer=32, history_path=hist_path)
+    neuromfa = NeuroMFACallback(every_n_train_steps=args.every, samples=args.samples, neurons_per_layer=32, null=args.null,
+                                history_path=hist_path)
     val_hist = ValLossHistory()
     save_steps = {0, args.max_steps // 2 // args.every * args.every, args.max_steps // args.every * args.every}
     trainer = pl.Trainer(
@@ -231,9 +237,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     val_pairs = sorted(val_hist.values.items())
     plot_spectra(history, path=out / "spectra.png")
     plot_emergence(history, val_loss=val_pairs, path=out / "emergence.png")
+    plot_depth_heatmap(history, value="alpha0", path=out / "depth.png")
+    plot_depth_heatmap(history, value="emergence", path=out / "depth_emergence.png")
     print()
     print(summary_table(history, val_hist.values))
-    print(f"\n{len(history)} snapshots in {elapsed:.0f} s. Outputs in {out}/: history.jsonl, spectra.png, emergence.png, checkpoints/")
+    print(f"\n{len(history)} snapshots in {elapsed:.0f} s. Outputs in {out}/: history.jsonl, spectra.png, emergence.png, "
+          "depth.png, depth_emergence.png, checkpoints/")
     if not args.no_wandb:
         print(f"W&B run saved under {out / 'wandb'}; upload it with: wandb sync {out / 'wandb'}/offline-run-*")
     return {"history": history, "val_loss": val_hist.values, "elapsed": elapsed}
