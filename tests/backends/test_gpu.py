@@ -131,3 +131,33 @@ def test_rms_scaled_network_on_cuda_matches_numpy():
     ref = partition_sums_numpy(*oracle_csr([(b.weights, b.scales) for b in net._kernel_blocks(None)]), default_q(), RadiusGrid(), 10)
     assert (got.n_nodes, got.n_edges) == (ref.n_nodes, ref.n_edges)
     np.testing.assert_allclose(got.z, ref.z, rtol=1e-12, atol=0)
+
+
+def test_model_split_over_cuda_and_cpu_snapshots_every_device():
+    """A model with one layer on cuda:0 and one on the CPU: the asynchronous snapshot (pinned non-blocking
+    copies, one event per source device) gives exactly the values of the same model on the CPU alone."""
+    import copy
+
+    from neuromfa_callback.monitor import SnapshotMonitor
+
+    torch.manual_seed(0)
+    cpu_model = torch.nn.Sequential(torch.nn.Linear(128, 128), torch.nn.ReLU(), torch.nn.Linear(128, 128))
+    split = copy.deepcopy(cpu_model)
+    split[0].cuda()
+
+    class Split(torch.nn.Module):  # moves the activation across devices, as a pipeline would
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, x):
+            return self.m[2](self.m[1](self.m[0](x.cuda())).cpu())
+
+    recs = []
+    for model in (Split(split), cpu_model):
+        mon = SnapshotMonitor(samples=4, neurons_per_layer=32, scale_control=True, asynchronous=True)
+        mon.snapshot(model, 0)
+        (rec,) = mon.flush()
+        mon.close()
+        recs.append(rec)
+    assert recs[0]["alpha0"] == recs[1]["alpha0"] and recs[0]["alpha0_rms"] == recs[1]["alpha0_rms"]
