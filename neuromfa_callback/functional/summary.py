@@ -47,8 +47,36 @@ def _std(x: np.ndarray) -> float:
     return float(x.std()) if x.size else _NAN
 
 
+class _Spread:
+    """Means and spreads (``np.std``, ``ddof=0``) over ``alpha0s`` and ``widths``, ignoring NaN (a sample
+    without a spectrum): the one place these statistics are computed."""
+
+    alpha0s: np.ndarray
+    widths: np.ndarray
+
+    @property
+    def alpha0_mean(self) -> float:
+        """Mean ``alpha_0`` (NaN if no value is finite)."""
+        return _mean(self.alpha0s)
+
+    @property
+    def alpha0_std(self) -> float:
+        """Standard deviation of ``alpha_0`` (``ddof=0``)."""
+        return _std(self.alpha0s)
+
+    @property
+    def width_mean(self) -> float:
+        """Mean spectrum width."""
+        return _mean(self.widths)
+
+    @property
+    def width_std(self) -> float:
+        """Standard deviation of the width (``ddof=0``)."""
+        return _std(self.widths)
+
+
 @dataclass(frozen=True, eq=False)
-class DepthSummary:
+class DepthSummary(_Spread):
     """The spectrum of one depth (block): its nodes' partition sums, fitted on their own.
 
     Attributes:
@@ -71,23 +99,6 @@ class DepthSummary:
     @property
     def widths(self) -> np.ndarray:
         return np.array([s.width if s is not None else _NAN for s in self.spectra])
-
-    @property
-    def alpha0_mean(self) -> float:
-        """Mean ``alpha_0`` over the samples that have a spectrum (NaN if none has)."""
-        return _mean(self.alpha0s)
-
-    @property
-    def alpha0_std(self) -> float:
-        return _std(self.alpha0s)
-
-    @property
-    def width_mean(self) -> float:
-        return _mean(self.widths)
-
-    @property
-    def width_std(self) -> float:
-        return _std(self.widths)
 
     @property
     def n_ill_formed(self) -> int:
@@ -118,7 +129,7 @@ class DepthSummary:
 
 
 @dataclass(frozen=True, eq=False)
-class NullSummary:
+class NullSummary(_Spread):
     """Spectra of the permutation null (each operator's weights shuffled among themselves).
 
     Attributes:
@@ -134,23 +145,6 @@ class NullSummary:
     @property
     def permutations(self) -> int:
         return int(self.alpha0s.shape[1])
-
-    @property
-    def alpha0_mean(self) -> float:
-        return _mean(self.alpha0s)
-
-    @property
-    def alpha0_std(self) -> float:
-        """Spread over samples and permutations."""
-        return _std(self.alpha0s)
-
-    @property
-    def width_mean(self) -> float:
-        return _mean(self.widths)
-
-    @property
-    def width_std(self) -> float:
-        return _std(self.widths)
 
     @property
     def emergences(self) -> np.ndarray:
@@ -172,7 +166,7 @@ class NullSummary:
 
 
 @dataclass(frozen=True, eq=False)
-class ModelAnalysis:
+class ModelAnalysis(_Spread):
     """Spectra of one model (one checkpoint), one per sample, with their summary.
 
     Attributes:
@@ -209,26 +203,6 @@ class ModelAnalysis:
     def widths(self) -> np.ndarray:
         """Spectrum width of every sample."""
         return np.array([s.width for s in self.spectra])
-
-    @property
-    def alpha0_mean(self) -> float:
-        """Mean ``alpha_0`` over samples."""
-        return float(self.alpha0s.mean())
-
-    @property
-    def alpha0_std(self) -> float:
-        """Standard deviation of ``alpha_0`` over samples (``ddof=0``)."""
-        return float(np.std(self.alpha0s))
-
-    @property
-    def width_mean(self) -> float:
-        """Mean width over samples."""
-        return float(self.widths.mean())
-
-    @property
-    def width_std(self) -> float:
-        """Standard deviation of the width over samples (``ddof=0``)."""
-        return float(np.std(self.widths))
 
     @property
     def n_ill_formed(self) -> int:
