@@ -34,13 +34,56 @@ def test_rms_analysis_failing_alone_keeps_the_raw_values(asynchronous):
 
 
 def test_state_dict_round_trip_keeps_baseline_and_history():
+    """Finished (drained) snapshots travel in the state: baseline, history, last step, no pending step."""
     mon = SnapshotMonitor(samples=1, neurons_per_layer=16, scale_control=False, asynchronous=False)
     mlp = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.Linear(64, 64))
     mon.snapshot(mlp, 0)
     mon.snapshot(mlp, 5)
+    assert [r["step"] for r in mon.drain()] == [0, 5]
     state = mon.state_dict()
+    assert state["pending_steps"] == [] and state["version"] == 2
     other = SnapshotMonitor(samples=1, neurons_per_layer=16, scale_control=False)
     other.load_state_dict(state)
     assert other.resumed and other.last_step == 5
-    assert other.baseline == mon.baseline and [r["step"] for r in other.history] == [0, 5]
+    assert other.baseline == mon.baseline and other.baseline["alpha0"] == mon.history[0]["alpha0"]
+    assert [r["step"] for r in other.history] == [0, 5]
+    assert other.steps_to_redo(5) == []
     mon.close()
+
+
+def test_state_dict_never_waits_and_records_the_unfinished_steps(monkeypatch):
+    """``state_dict()`` returns at once while the worker is busy; the unfinished steps are saved, and on
+    resume the one at the checkpoint's step is redone (same weights) while an earlier one is reported lost."""
+    import threading
+    import time
+
+    from neuromfa_callback import monitor as monitor_mod
+
+    gate = threading.Event()
+    original = monitor_mod._Analysis.__call__
+
+    def blocked(self):
+        gate.wait(30)
+        return original(self)
+
+    monkeypatch.setattr(monitor_mod._Analysis, "__call__", blocked)
+    mon = SnapshotMonitor(samples=1, neurons_per_layer=16, scale_control=False, asynchronous=True, max_pending=4)
+    mlp = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.Linear(64, 64))
+    try:
+        mon.snapshot(mlp, 0)
+        mon.snapshot(mlp, 5)
+        t0 = time.perf_counter()
+        state = mon.state_dict()
+        assert time.perf_counter() - t0 < 1.0  # the worker is still blocked: nothing was awaited
+        assert state["pending_steps"] == [0, 5] and state["history"] == [] and state["last_step"] == 5
+        assert mon.drain() == []  # not finished yet: nothing to hand out
+    finally:
+        gate.set()
+    assert [r["step"] for r in mon.flush()] == [0, 5]
+    mon.close()
+    other = SnapshotMonitor(samples=1, neurons_per_layer=16, scale_control=False)
+    other.load_state_dict(state)
+    assert other.resumed and other.last_step == 5
+    with pytest.warns(RuntimeWarning, match=r"snapshots at steps \[0\] were not finished before the checkpoint"):
+        assert other.steps_to_redo(5) == [5]
+    assert other.steps_to_redo(5) == []  # reported once
