@@ -156,15 +156,19 @@ def test_sigkill_loses_no_finished_snapshot_and_resume_continues_without_gaps(tm
 
 
 class _SaveAt(pl.Callback):
-    """Saves a checkpoint at ``step`` (after NeuroMFA's hook has taken that step's snapshot), then opens ``gate``."""
+    """At ``step`` (after NeuroMFA's hook took that step's snapshot): notes what the monitor has not finished,
+    lets the held worker go, and saves a checkpoint at once."""
 
-    def __init__(self, step: int, path: Path, gate: threading.Event) -> None:
-        self.step, self.path, self.gate = step, path, gate
+    def __init__(self, step: int, path: Path, gate: threading.Event, cb: NeuroMFACallback) -> None:
+        self.step, self.path, self.gate, self.cb = step, path, gate, cb
+        self.unfinished: list[int] | None = None
+        self.baseline = "unset"
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_step == self.step and not self.path.exists():
-            trainer.save_checkpoint(self.path)
+            self.unfinished, self.baseline = list(self.cb.monitor.pending_steps), self.cb.monitor.baseline
             self.gate.set()
+            trainer.save_checkpoint(self.path)
 
 
 class _EpochOf4(TinyLM):
@@ -184,8 +188,9 @@ class _EpochOf4(TinyLM):
     "'lost' and the first redone snapshot becomes the baseline, so every later E is measured against the wrong weights",
 )
 def test_checkpoint_while_the_baseline_is_still_pending_keeps_the_baseline_on_resume(tmp_path, monkeypatch):
-    """The worker is held until the step-4 checkpoint is written (as a starved low-priority worker would be).
-    The uninterrupted run and the run resumed from that checkpoint must log the same E at steps 4 and 8."""
+    """The worker is held until the step-4 checkpoint is requested (as a starved low-priority worker would
+    be): the baseline is not finished then. The uninterrupted run and the run resumed from that checkpoint
+    must log the same E at steps 4 and 8 (against the initial weights)."""
     from neuromfa_callback import monitor as monitor_mod
 
     gate = threading.Event()
@@ -198,10 +203,10 @@ def test_checkpoint_while_the_baseline_is_still_pending_keeps_the_baseline_on_re
     monkeypatch.setattr(monitor_mod._Analysis, "__call__", held)
     path = tmp_path / "step4.ckpt"
     cb = NeuroMFACallback(every_n_train_steps=4, samples=1, neurons_per_layer=16)
-    _fit(tmp_path, cb, max_steps=8, module=_EpochOf4(), callbacks_after=[_SaveAt(4, path, gate)])
+    saver = _SaveAt(4, path, gate, cb)
+    _fit(tmp_path, cb, max_steps=8, module=_EpochOf4(), callbacks_after=[saver])
     assert [r["step"] for r in cb.history] == [0, 4, 8]
-    saved = torch.load(path, weights_only=False)["callbacks"][cb.state_key]
-    assert saved["pending_steps"] == [0, 4]  # the scenario: nothing was finished when the checkpoint was saved
+    assert saver.unfinished == [0, 4] and saver.baseline is None  # the scenario: the baseline was still pending
     monkeypatch.setattr(monitor_mod._Analysis, "__call__", original)
 
     resumed = NeuroMFACallback(every_n_train_steps=4, samples=1, neurons_per_layer=16)
