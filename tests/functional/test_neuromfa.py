@@ -360,3 +360,29 @@ def test_state_add_checks_its_shapes(model):
     direct = net.partition(**o.engine)
     np.testing.assert_allclose(whole.z, direct.z, rtol=1e-12)
     np.testing.assert_allclose(state.partition(0, null=0).z, net.null(0).partition(**o.engine).z, rtol=0, atol=0)
+
+
+def test_full_mode_with_null_is_one_sample_on_every_path(model):
+    """``full=True`` (one sample, every neuron) with a permutation null: the functional and the Metric agree,
+    the per-depth sums still add up, and the null keeps every operator's multiset of weights."""
+    opts = {"full": True, "null": 1, **SPECTRUM}
+    a = neuromfa(model, **opts)
+    metric = NeuroMFA(**opts)
+    metric.update(model)
+    assert a.seeds == (None,) and len(a.spectra) == 1 and a.null.alpha0s.shape == (1, 1)
+    assert _as_json(_values(a)) == _as_json(_values(metric.compute_analysis()))
+    net = build_network(model, full=True)
+    np.testing.assert_allclose(a.spectra[0].tau, net.spectrum(**SPECTRUM).tau, rtol=0, atol=1e-12)
+    null = net.null(0)
+    assert null.permutation == 0 and null.n_nodes == net.n_nodes and null.n_edges == net.n_edges
+    np.testing.assert_array_equal(np.sort(null.distances), np.sort(net.distances))
+    assert a.null.alpha0s[0, 0] == spectrum_from_partition(null.partition(**SPECTRUM)).alpha0
+
+
+def test_a_metric_refuses_networks_of_other_depths(model):
+    """Slots add nodes of the same depths only: a network with other depths is refused, naming both."""
+    metric = NeuroMFA(samples=2, neurons_per_layer=16, **SPECTRUM)
+    metric.update(model)
+    with pytest.raises(ValueError, match=r"Expected networks with the depths \('gpt_neox.layers.0', 'gpt_neox.layers.1'\), got \('model.layers.0', 'model.layers.1'\)"):
+        metric.update(tiny_llama(seed=5))
+    assert int(metric.compute()["n_samples"]) == 2  # the refused update left the state as it was
