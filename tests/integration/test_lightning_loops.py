@@ -156,8 +156,12 @@ class EncDec(pl.LightningModule):
 
 
 def _two_monitors():
-    a = NeuroMFACallback(every_n_train_steps=4, module="enc", prefix="a/", **SMALL)
-    b = NeuroMFACallback(every_n_train_steps=4, module="dec", prefix="b/", **SMALL)
+    # Synchronous analysis: the baseline is always final (drained at step 1) when the step-4 checkpoint is
+    # saved, so what the checkpoint holds is deterministic. With the asynchronous worker the baseline can
+    # still be pending then, which loses it on resume (a package bug: see test_faults.py::
+    # test_checkpoint_while_the_baseline_is_still_pending_keeps_the_baseline_on_resume, strict xfail).
+    a = NeuroMFACallback(every_n_train_steps=4, module="enc", prefix="a/", asynchronous=False, **SMALL)
+    b = NeuroMFACallback(every_n_train_steps=4, module="dec", prefix="b/", asynchronous=False, **SMALL)
     return a, b
 
 
@@ -185,7 +189,9 @@ def test_two_monitors_log_side_by_side_and_resume_from_a_checkpoint(tmp_path):
     for cb in (a, b):
         saved = state[cb.state_key]
         assert saved["last_step"] == 4 and saved["baseline"]["alpha0"] == cb.history[0]["alpha0"]
-        assert _steps(saved["history"]) + saved["pending_steps"] == [0, 4]
+        # the step-4 snapshot was taken in the same hook, just before the checkpoint: not final yet, so it is
+        # saved as pending and redone by the resumed run (the weights are the checkpoint's)
+        assert _steps(saved["history"]) == [0] and saved["pending_steps"] == [4]
 
     ra, rb = _two_monitors()
     resumed_logger = RecordingLogger()
