@@ -2,11 +2,12 @@
 
 | situation | direct API | during training (``NeuroMFACallback``) |
 |---|---|---|
-| NaN/inf anywhere in an analysed matrix | ValueError naming the parameter and the position | setup: MisconfigurationException; mid-training: one RuntimeWarning, NaN logged with an "error", training continues |
+| NaN/inf anywhere in an analysed matrix | ValueError naming the parameter and the position | setup: MisconfigurationException (README; currently a warning at the baseline: xfail, BUG); mid-training: one RuntimeWarning, NaN logged with an "error", training continues |
 | an all-zero layer | its nodes have no edges; the spectrum comes from the other layers; ``scale="rms"``: ValueError "Cannot rescale" | raw values logged, ``*_rms`` NaN with a warning, training continues |
 | no node qualifies (every layer zero, ``min_neighbours`` too large) | ValueError "no node has more than K neighbours within (1, threshold]" | RuntimeWarning, NaN logged, training continues |
-| ``neurons_per_layer`` larger than a layer / < 1 | ValueError naming ``neurons_per_layer``, its value and the layer | larger: MisconfigurationException in setup; < 1: ValueError in ``__init__`` |
-| unsupported model (only Conv2d) | ValueError listing what was found and the supported families | MisconfigurationException in setup |
+| ``neurons_per_layer`` larger than a layer / < 1 | generic path: clamped to ``min(S, size)`` (no error); ``gpt_neox`` preset: ValueError naming ``neurons_per_layer``, its value and the size; < 1: ValueError | preset, larger: MisconfigurationException in setup (README; currently a warning at the baseline: xfail, BUG); < 1: ValueError in ``__init__`` |
+| any model with a weight operator (CNN, T5, MLP ...) | analysed (generic path) | analysed |
+| a model without a weight operator (only embeddings / norms) | ValueError "... has no weight operator ...; pass `module=` ..." (< 300 chars) | MisconfigurationException in setup |
 | no logger and no ``history_path`` | - | MisconfigurationException in setup; ``history_path`` alone: allowed, every snapshot in the file |
 | invalid arguments | ValueError/TypeError naming the argument and the value | raised in ``NeuroMFACallback.__init__`` |
 | ``backend="cupy"`` without CuPy | ImportError naming ``pip install 'neuromfa-callback[cuda12]'`` | MisconfigurationException in setup |
@@ -36,8 +37,10 @@ SMALL = {"samples": 1, "neurons_per_layer": 16}
 NAN, INF = float("nan"), float("inf")
 NAN_KEYS = ("alpha0", "width", "emergence", "alpha0_rms", "width_rms", "emergence_rms")
 CUPY_HINT = re.escape("pip install 'neuromfa-callback[cuda12]'")
-FOUND_CONV = re.escape("found module types Sequential x1, Conv2d x1; linear-like layers (weight shape): none")
-FAMILIES = r"supported families: gpt_neox .*gpt2 .*llama .*bert .*mlp \(nn\.Linear layers"
+NO_OPERATOR = (
+    r"has no weight operator \(nn\.Linear, Conv1D, nn\.Conv\*, nn\.MultiheadAttention, MoE experts, LoRA\); "
+    r"weight-holding modules: Embedding, LayerNorm; pass `module=` to pick a part"
+)
 
 
 class CountingLM(TinyLM):
@@ -144,6 +147,12 @@ def test_nonfinite_distance_in_multifractal_spectrum_names_argument_and_index(ba
         multifractal_spectrum(indptr, distances, min_neighbours=2)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: SnapshotMonitor.check_model no longer checks the weights (only operators and backend), so a NaN/inf "
+    "in the initial weights is not refused in setup (README: MisconfigurationException) but trains on with every "
+    "snapshot logged as NaN",
+)
 def test_nonfinite_weight_before_training_is_a_misconfiguration_in_setup(tmp_path):
     module = CountingLM()
     with torch.no_grad():
@@ -151,7 +160,7 @@ def test_nonfinite_weight_before_training_is_a_misconfiguration_in_setup(tmp_pat
     cb = NeuroMFACallback(**SMALL)
     _setup_fails(
         tmp_path, cb, module,
-        r"cannot analyse this model: Expected finite weights in `gpt_neox\.layers\.1\.attention\.dense\.weight`, "
+        r"cannot analyse this model: Expected finite weights in `model\.gpt_neox\.layers\.1\.attention\.dense\.weight`, "
         r"got inf at \(out, in\) = \(3, 5\)",
     )
 
@@ -170,7 +179,11 @@ class _InjectNonFinite(pl.Callback):
 
 
 def test_nonfinite_weight_mid_training_warns_once_logs_nan_and_training_continues(tmp_path):
-    """Step 6's weights hold a NaN (then the loss is NaN and the run diverges): steps 6 and 8 are NaN."""
+    """Step 6's weights hold a NaN (then the loss is NaN and the run diverges): steps 6 and 8 are NaN.
+
+    The callback analyses the LightningModule (``module=None``), so parameters are named from it
+    (``model.gpt_neox...``), as ``pl_module.get_parameter`` takes them.
+    """
     logger = RecordingLogger()
     hist = tmp_path / "h.jsonl"
     cb = NeuroMFACallback(every_n_train_steps=2, history_path=hist, **SMALL)
@@ -183,7 +196,7 @@ def test_nonfinite_weight_mid_training_warns_once_logs_nan_and_training_continue
     msgs = _neuromfa_warnings(rec)
     assert len(msgs) == 1, msgs  # once, although two snapshots failed
     assert "step 6" in msgs[0] and "logged as NaN" in msgs[0]
-    assert "`gpt_neox.layers.0.mlp.dense_h_to_4h.weight`, got nan at (out, in) = (3, 7)" in msgs[0]
+    assert "Expected finite weights in `model.gpt_neox.layers.0.mlp.dense_h_to_4h.weight`, got nan at (out, in) = (3, 7)" in msgs[0]
 
     for key in NAN_KEYS:
         values = logger.values(f"neuromfa/{key}")
@@ -196,7 +209,7 @@ def test_nonfinite_weight_mid_training_warns_once_logs_nan_and_training_continue
     by_step = {r["step"]: r for r in records}
     assert sorted(by_step) == [0, 2, 4, 6, 8]
     assert all("error" not in by_step[s] for s in (0, 2, 4))
-    assert "Expected finite weights in `gpt_neox.layers.0.mlp.dense_h_to_4h.weight`" in by_step[6]["error"]
+    assert "Expected finite weights in `model.gpt_neox.layers.0.mlp.dense_h_to_4h.weight`, got nan at (out, in) = (3, 7)" in by_step[6]["error"]
     assert "Expected finite weights in `" in by_step[8]["error"]
     for s in (6, 8):
         assert all(math.isnan(by_step[s][k]) for k in NAN_KEYS)
@@ -254,7 +267,7 @@ def test_all_zero_layer_during_training_logs_raw_values_and_nan_rms_with_one_war
 
     msgs = _neuromfa_warnings(rec)
     assert len(msgs) == 1, msgs
-    assert f"Cannot rescale `{ZERO}` to a given RMS (scale='rms'): all its weights are 0" in msgs[0]
+    assert f"Cannot rescale `model.{ZERO}` to a given RMS (scale='rms'): all its weights are 0" in msgs[0]  # named from the LightningModule
     assert "*_rms values are logged as NaN" in msgs[0]
 
     for key in ("alpha0", "width", "emergence", "weighted_degree"):
@@ -341,18 +354,61 @@ def test_no_node_qualifies_during_training_warns_logs_nan_and_training_continues
     ("model_fn", "npl", "match"),
     [
         (tiny_gpt_neox, 65, r"Expected `neurons_per_layer` <= 64 \(the hidden size of this gpt_neox model\), got 65"),
-        (lambda: _mlp(32, 48, 8), 9, r"Expected `neurons_per_layer` <= 8 \(the width of MLP layer boundary 2\), got 9"),
-        (lambda: _mlp(32, 6, 32), 7, r"Expected `neurons_per_layer` <= 6 \(the width of MLP layer boundary 1\), got 7"),
+        (lambda: tiny_gpt_neox(hidden=32), 33, r"Expected `neurons_per_layer` <= 32 \(the hidden size of this gpt_neox model\), got 33"),
         (tiny_gpt_neox, 0, r"Expected `neurons_per_layer` >= 1, got 0"),
         (tiny_gpt_neox, -3, r"Expected `neurons_per_layer` >= 1, got -3"),
     ],
-    ids=["gpt_neox-too-large", "mlp-last-too-small", "mlp-middle-too-small", "zero", "negative"],
+    ids=["gpt_neox-too-large", "gpt_neox-hidden32", "zero", "negative"],
 )
 def test_neurons_per_layer_out_of_range_direct_api(api, model_fn, npl, match):
+    """The ``gpt_neox`` preset (the reference's sampling: S of the hidden size, 2S of the MLP's) still
+    refuses an S larger than a layer, naming ``neurons_per_layer``, the size and the value."""
     with pytest.raises(ValueError, match=match):
         MODEL_APIS[api](model_fn(), neurons_per_layer=npl)
 
 
+@pytest.mark.parametrize("api", ["build_network", "analyze_model", "NeuroMFA.update"])
+@pytest.mark.parametrize(
+    ("sizes", "npl"), [((32, 48, 8), 9), ((32, 6, 32), 7)], ids=["mlp-last-too-small", "mlp-middle-too-small"]
+)
+def test_neurons_per_layer_larger_than_a_layer_is_clamped_on_the_generic_path(api, sizes, npl):
+    """Formerly a ValueError; the generic sampler now draws ``min(S, n_in)`` nodes and ``min(S, rows)``
+    rows per operator, so a layer narrower than S is taken whole and every API analyses the model."""
+    model = _mlp(*sizes)
+    net = build_network(model, neurons_per_layer=npl, seed=0)
+    assert [b.n_nodes for b in net.blocks] == [min(npl, n) for n in sizes[:-1]]
+    assert [b.n_out for b in net.blocks] == [min(npl, n) for n in sizes[1:]]
+    spectrum = {"threshold": 1000.0, "min_neighbours": 3}  # at most S = 9 out-edges per node
+    ref = analyze_model(model, samples=2, neurons_per_layer=npl, **spectrum)
+    assert ref.family == "generic" and ref.neurons_per_layer == npl
+    got = MODEL_APIS[api](model, neurons_per_layer=npl, **({} if api == "build_network" else spectrum))
+    if api == "build_network":
+        np.testing.assert_array_equal(got.distances, net.distances)
+        np.testing.assert_allclose(got.spectrum(**spectrum).tau, ref.spectra[0].tau, rtol=0, atol=1e-13)
+    elif api == "analyze_model":
+        assert got.alpha0_mean == ref.alpha0_mean and got.width_mean == ref.width_mean
+    else:
+        assert got is None  # NeuroMFA.update returns nothing: the metric was updated without error
+
+
+def test_neurons_per_layer_larger_than_a_layer_on_the_generic_path_trains(tmp_path):
+    """In the callback, ``architecture="generic"`` with S larger than the hidden size is clamped: every
+    snapshot is finite, no warning."""
+    logger = RecordingLogger()
+    cb = NeuroMFACallback(every_n_train_steps=2, samples=1, neurons_per_layer=65, architecture="generic")
+    trainer = _trainer(tmp_path, cb, logger, max_steps=4)
+    trainer.fit(TinyLM())
+    values = logger.values("neuromfa/alpha0")
+    assert sorted(values) == [0, 2, 4] and all(math.isfinite(v) for v in values.values())
+    assert all("error" not in r for r in cb.history)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: the gpt_neox preset's size check runs only when the first snapshot samples (after the first "
+    "forward pass), so S > hidden size is not refused in setup (README: MisconfigurationException) but logged as "
+    "NaN at every snapshot",
+)
 def test_neurons_per_layer_larger_than_a_layer_fails_in_setup(tmp_path):
     cb = NeuroMFACallback(samples=1, neurons_per_layer=65)  # accepted here: the model is not known yet
     _setup_fails(
@@ -368,30 +424,112 @@ def test_neurons_per_layer_below_one_fails_in_callback_init(npl):
         NeuroMFACallback(neurons_per_layer=npl)
 
 
-# ----------------------------------------------------------------------------- row 5: unsupported model
+# ----------------------------------------------------------------------------- row 5: any model / no operator
 def _conv() -> torch.nn.Module:
-    return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3))
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.ReLU(), torch.nn.Conv2d(16, 16, 3))
+
+
+def _tiny_t5():
+    import transformers
+
+    from tests.architectures._helpers import quiet_transformers
+
+    quiet_transformers()
+    torch.manual_seed(0)
+    cfg = transformers.T5Config(d_model=32, d_ff=64, num_layers=2, num_heads=4, d_kv=8, vocab_size=32)
+    return transformers.T5Model(cfg)
+
+
+def _no_operator() -> torch.nn.Module:
+    return torch.nn.Sequential(torch.nn.Embedding(10, 8), torch.nn.LayerNorm(8))
+
+
+ANALYSABLE = {"cnn": (_conv, ["0", "2"]), "t5": (_tiny_t5, ["encoder.block.0", "encoder.block.1", "decoder.block.0", "decoder.block.1"])}
 
 
 @pytest.mark.parametrize("api", ["build_network", "build_network_full", "analyze_model", "NeuroMFA.update"])
-def test_unsupported_model_direct_api_lists_what_was_found_and_the_families(api):
-    with pytest.raises(ValueError, match=r"Unsupported model Sequential") as info:
-        MODEL_APIS[api](_conv())
-    assert re.search(FOUND_CONV, str(info.value)) and re.search(FAMILIES, str(info.value)), str(info.value)
-    assert "not an MLP: no nn.Linear layer" in str(info.value)
+@pytest.mark.parametrize("kind", sorted(ANALYSABLE))
+def test_formerly_unsupported_models_are_analysed(api, kind):
+    """A CNN (formerly "Unsupported model ... Conv2d") and an encoder-decoder T5 are analysed on the
+    generic path: operators by type, node sets from a forward pass, one depth per block."""
+    make, depths = ANALYSABLE[kind]
+    model = make()
+    spectrum = {"threshold": 1000.0, "min_neighbours": 3}
+    out = MODEL_APIS[api](model, **({} if api.startswith("build_network") else spectrum))
+    if api.startswith("build_network"):
+        assert out.family == "generic" and list(out.depth_names) == depths and out.n_nodes > 0
+        assert sorted(set(out.node_depth.tolist())) == list(range(len(depths)))
+        assert np.isfinite(out.spectrum(**spectrum).alpha0)
+    elif api == "analyze_model":
+        assert out.family == "generic" and [d.name for d in out.by_depth] == depths
+        assert math.isfinite(out.alpha0_mean) and math.isfinite(out.width_mean)
+    ref = analyze_model(model, samples=2, neurons_per_layer=16, **spectrum)
+    metric = NeuroMFA(samples=2, neurons_per_layer=16, **spectrum)
+    metric.update(model)
+    assert float(metric.compute()["alpha0"]) == ref.alpha0_mean
 
 
-class ConvModule(CountingLM):
-    """A LightningModule holding only a Conv2d (the TinyLM around it is replaced)."""
+@pytest.mark.parametrize("api", ["build_network", "build_network_full", "analyze_model", "NeuroMFA.update"])
+def test_model_without_weight_operator_direct_api_says_what_was_found(api):
+    """Refused only when there is no weight operator: the message names what holds weights and ``module=``."""
+    with pytest.raises(ValueError, match=rf"Sequential {NO_OPERATOR}") as info:
+        MODEL_APIS[api](_no_operator())
+    assert len(str(info.value)) < 300
+
+
+class NoOperatorModule(CountingLM):
+    """A LightningModule whose model holds only an embedding and a norm (the TinyLM around it is replaced)."""
+
+    def __init__(self):
+        super().__init__()
+        self.model = _no_operator()
+
+    def training_step(self, batch, batch_idx):
+        self.steps_run += 1
+        (x,) = batch
+        return self.model(x % 10).square().mean()
+
+
+class ConvModule(pl.LightningModule):
+    """A small CNN trained on random images (regression onto zero)."""
 
     def __init__(self):
         super().__init__()
         self.model = _conv()
 
+    def training_step(self, batch, batch_idx):
+        (x,) = batch
+        return self.model(x).square().mean()
 
-def test_unsupported_model_fails_in_setup(tmp_path):
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def train_dataloader(self):
+        x = torch.randn(16, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=2)
+
+
+def test_model_without_weight_operator_fails_in_setup(tmp_path):
     cb = NeuroMFACallback(**SMALL)
-    _setup_fails(tmp_path, cb, ConvModule(), rf"cannot analyse this model: Unsupported model ConvModule.*Conv2d x1.*{FAMILIES}")
+    _setup_fails(tmp_path, cb, NoOperatorModule(), rf"cannot analyse this model: NoOperatorModule {NO_OPERATOR}")
+
+
+def test_cnn_is_analysed_during_training(tmp_path):
+    """Formerly refused in setup; now every snapshot of a CNN is finite, the baseline E is 0, and the last
+    snapshot equals the direct API on the final weights."""
+    logger = RecordingLogger()
+    cb = NeuroMFACallback(every_n_train_steps=2, samples=2, neurons_per_layer=16, threshold=1000.0, min_neighbours=3,
+                          scale_control=False, asynchronous=False)
+    trainer = _trainer(tmp_path, cb, logger, max_steps=4)
+    module = ConvModule()
+    trainer.fit(module)
+    values = logger.values("neuromfa/alpha0")
+    assert sorted(values) == [0, 2, 4] and all(math.isfinite(v) for v in values.values())
+    assert logger.values("neuromfa/emergence")[0] == 0.0
+    assert [d["name"] for d in cb.history[-1]["by_depth"]] == ["model.0", "model.2"]
+    ref = analyze_model(module, samples=2, neurons_per_layer=16, threshold=1000.0, min_neighbours=3)
+    assert values[4] == ref.alpha0_mean
 
 
 # ---------------------------------------------------------------------------------- row 6: no logger
@@ -492,8 +630,11 @@ def test_invalid_arguments_raise_in_build_network(kwargs, error, match):
 
 
 def test_unknown_keyword_of_analyze_model_is_a_type_error():
-    with pytest.raises(TypeError, match=r"unexpected keyword arguments \['treshold'\]; spectrum options are"):
+    """The unknown name is given, with the list of valid options."""
+    with pytest.raises(TypeError, match=r"unexpected keyword arguments \['treshold'\]; options are \('samples', .*'threshold'"):
         analyze_model(_mlp(16, 16, 16), treshold=100.0)
+    with pytest.raises(TypeError, match=r"unexpected keyword arguments \['treshold'\]; analysis options are \('samples', .*'threshold'"):
+        NeuroMFACallback(treshold=100.0)
 
 
 # ---------------------------------------------------------------------- row 8: backend="cupy" without CuPy

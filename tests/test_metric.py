@@ -53,8 +53,21 @@ def test_compute_before_update_and_bad_update_raise():
     metric = NeuroMFA(samples=2)
     with pytest.raises(ValueError, match=r"before any update"), pytest.warns(UserWarning):
         metric.compute()
-    with pytest.raises(TypeError, match=r"`model_or_network` to be an nn.Module, a NeuronNetwork"):
+    with pytest.raises(TypeError, match=r"Expected `source` to be an nn.Module, a Layout, a NeuronNetwork or a sequence of them, got str"):
         metric.update(["not a network"])
+    assert not metric.updated.any()  # a refused update leaves the state untouched
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: NeuroMFA.update() iterates any non-Module, non-network source, so a non-iterable one (None, 3) "
+    "fails with Python's bare \"'NoneType' object is not iterable\" instead of naming `source` and what it accepts",
+)
+@pytest.mark.parametrize("bad", [None, 3])
+def test_update_with_a_non_iterable_names_the_argument(bad):
+    metric = NeuroMFA(samples=2)
+    with pytest.raises(TypeError, match=r"Expected `source` to be an nn.Module, a Layout, a NeuronNetwork or a sequence of them, got"):
+        metric.update(bad)
 
 
 def test_plot_returns_figure_and_axes(model):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import threading
 
 import pytest
 import torch
@@ -34,13 +36,148 @@ def test_rms_analysis_failing_alone_keeps_the_raw_values(asynchronous):
 
 
 def test_state_dict_round_trip_keeps_baseline_and_history():
+    """Finished (drained) snapshots travel in the state: baseline, history, last step, no pending step."""
     mon = SnapshotMonitor(samples=1, neurons_per_layer=16, scale_control=False, asynchronous=False)
     mlp = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.Linear(64, 64))
     mon.snapshot(mlp, 0)
     mon.snapshot(mlp, 5)
+    assert [r["step"] for r in mon.drain()] == [0, 5]
     state = mon.state_dict()
+    assert state["pending_steps"] == [] and state["version"] == 2
     other = SnapshotMonitor(samples=1, neurons_per_layer=16, scale_control=False)
     other.load_state_dict(state)
     assert other.resumed and other.last_step == 5
-    assert other.baseline == mon.baseline and [r["step"] for r in other.history] == [0, 5]
+    assert other.baseline == mon.baseline and other.baseline["alpha0"] == mon.history[0]["alpha0"]
+    assert [r["step"] for r in other.history] == [0, 5]
+    assert other.steps_to_redo(5) == []
     mon.close()
+
+
+def test_state_dict_never_waits_and_records_the_unfinished_steps(monkeypatch):
+    """``state_dict()`` returns at once while the worker is busy; the unfinished steps are saved, and on
+    resume the one at the checkpoint's step is redone (same weights) while an earlier one is reported lost.
+    (The baseline is finished first: a pending baseline is another matter, see
+    ``tests/integration/test_faults.py::test_checkpoint_while_the_baseline_is_still_pending_keeps_the_baseline_on_resume``.)"""
+    import threading
+    import time
+
+    from neuromfa_callback import monitor as monitor_mod
+
+    gate = threading.Event()
+    original = monitor_mod._Analysis.__call__
+    calls = []
+
+    def blocked(self):
+        calls.append(1)
+        if len(calls) > 1:  # the baseline runs; every later analysis waits for the gate
+            gate.wait(30)
+        return original(self)
+
+    monkeypatch.setattr(monitor_mod._Analysis, "__call__", blocked)
+    mon = SnapshotMonitor(samples=1, neurons_per_layer=16, scale_control=False, asynchronous=True, max_pending=4)
+    mlp = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.Linear(64, 64))
+    try:
+        mon.snapshot(mlp, 0)
+        assert [r["step"] for r in mon.flush()] == [0]
+        mon.snapshot(mlp, 5)
+        mon.snapshot(mlp, 10)
+        t0 = time.perf_counter()
+        state = mon.state_dict()
+        assert time.perf_counter() - t0 < 1.0  # the worker is still blocked: nothing was awaited
+        assert state["pending_steps"] == [5, 10] and [r["step"] for r in state["history"]] == [0]
+        assert state["last_step"] == 10 and state["baseline"] == mon.baseline is not None
+        assert mon.drain() == []  # not finished yet: nothing to hand out
+    finally:
+        gate.set()
+    assert [r["step"] for r in mon.flush()] == [5, 10]
+    mon.close()
+    other = SnapshotMonitor(samples=1, neurons_per_layer=16, scale_control=False)
+    other.load_state_dict(state)
+    assert other.resumed and other.last_step == 10 and other.baseline == mon.baseline
+    with pytest.warns(RuntimeWarning, match=r"snapshots at steps \[5\] were not finished before the checkpoint"):
+        assert other.steps_to_redo(10) == [10]
+    assert other.steps_to_redo(10) == []  # reported once
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux-only")
+def test_worker_runs_at_idle_priority_with_one_blas_thread_and_the_monitor_uses_it(monkeypatch):
+    """The analysis never competes with training: the worker thread is SCHED_IDLE and NumPy's BLAS runs with
+    one thread while it works; the training thread keeps its policy and, afterwards, its BLAS threads."""
+    import numpy as np  # noqa: F401 - loads the BLAS threadpoolctl reports
+    from threadpoolctl import threadpool_info
+
+    from neuromfa_callback import monitor as monitor_mod
+    from neuromfa_callback._worker import worker_executor
+
+    def blas_threads():
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    before = blas_threads()
+    seen = {}
+
+    def probe():
+        seen["policy"] = os.sched_getscheduler(0)
+        seen["blas"] = blas_threads()
+        seen["thread"] = threading.current_thread().name
+        return 42
+
+    ex = worker_executor()
+    try:
+        assert ex.submit(probe).result(timeout=30) == 42
+    finally:
+        ex.shutdown(wait=True)
+    assert seen["policy"] == os.SCHED_IDLE and seen["thread"].startswith("neuromfa")
+    assert seen["blas"] and set(seen["blas"]) == {1}
+    assert os.sched_getscheduler(0) != os.SCHED_IDLE and blas_threads() == before
+
+    # the monitor's asynchronous snapshots run on such a worker
+    original = monitor_mod._Analysis.__call__
+    inside = {}
+
+    def spy(self):
+        inside["policy"] = os.sched_getscheduler(0)
+        inside["blas"] = blas_threads()
+        return original(self)
+
+    monkeypatch.setattr(monitor_mod._Analysis, "__call__", spy)
+    mon = SnapshotMonitor(samples=1, neurons_per_layer=16, scale_control=False, asynchronous=True)
+    mon.snapshot(_mlp_with_outliers(), 0)
+    (rec,) = mon.flush()
+    mon.close()
+    assert inside["policy"] == os.SCHED_IDLE and set(inside["blas"]) == {1}
+    assert math.isfinite(rec["alpha0"])
+    assert not [t for t in threading.enumerate() if t.name.startswith("neuromfa")]  # joined by close()
+
+
+def test_history_in_ram_is_bounded_by_history_window_while_the_file_keeps_everything(tmp_path):
+    """``history_window=4``: the records in RAM (and in the checkpoint state) never exceed 4, always span
+    the run (the first and the newest kept, the rest on a doubling grid); the history file has all."""
+    from neuromfa_callback.history import load_history
+    from neuromfa_callback.monitor import ThinnedHistory
+
+    h = ThinnedHistory(cap=4)
+    for s in range(37):
+        h.append({"step": s})
+        assert len(h) <= 4 and h[0]["step"] == 0 and h[-1]["step"] == s
+        kept = [r["step"] for r in h]
+        assert kept == sorted(set(kept))
+        assert all(k % h.stride == 0 for k in kept[:-1])
+    with pytest.raises(ValueError, match=r"Expected `history_window` >= 2, got 1"):
+        ThinnedHistory(cap=1)
+
+    hist = tmp_path / "h.jsonl"
+    mon = SnapshotMonitor(samples=1, neurons_per_layer=16, scale_control=False, asynchronous=False,
+                          history_window=4, history_path=hist)
+    mlp = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.Linear(64, 64))
+    for step in range(0, 50, 5):
+        mon.snapshot(mlp, step)
+        mon.drain()
+        assert len(mon.history) <= 4
+    mon.close()
+    assert [r["step"] for r in load_history(hist)] == list(range(0, 50, 5))
+    assert mon.history[0]["step"] == 0 and mon.history[-1]["step"] == 45
+    state = mon.state_dict()
+    assert len(state["history"]) <= 4
+    other = SnapshotMonitor(samples=1, neurons_per_layer=16, history_window=4)
+    other.load_state_dict(state)
+    assert [r["step"] for r in other.history] == [r["step"] for r in mon.history]

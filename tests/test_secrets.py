@@ -33,22 +33,34 @@ from neuromfa_callback.history import SCALAR_KEYS, load_history
 from tests._models import TinyLM, tiny_gpt_neox
 
 #: The documented record keys (neuromfa_callback.history): the scalars of SCALAR_KEYS ...
+NULL_SCALARS = {
+    "alpha0_null", "alpha0_null_std", "width_null", "width_null_std", "emergence_null", "emergence_null_std",
+}  # fmt: skip
 DOCUMENTED_SCALARS = {
     "alpha0", "alpha0_std", "width", "width_std", "emergence",
     "alpha0_rms", "alpha0_rms_std", "width_rms", "width_rms_std", "emergence_rms",
     "weighted_degree", "weighted_degree_rms", "n_ill_formed", "n_ill_formed_rms", "n_nodes",
-}  # fmt: skip
-#: ... and the mean spectrum.
+} | NULL_SCALARS  # fmt: skip  (the *_null keys only with null > 0: this test runs with null=1)
+#: ... the mean spectrum ...
 SPECTRUM_KEYS = {"q", "tau", "alpha", "f_alpha"}
-#: A history record: step, epoch, wall time, the callback's error count, scalars, spectrum ("error" only on failure).
-HISTORY_KEYS = {"step", "epoch", "time", "errors"} | DOCUMENTED_SCALARS | SPECTRUM_KEYS
+#: ... and one row per depth (history.make_record: DepthSummary.to_dict, E against that depth's baseline, _rms twins).
+DEPTH_ROW_KEYS = {
+    "depth", "name", "alpha0", "alpha0_std", "width", "width_std", "n_nodes", "n_ill_formed", "flag", "emergence",
+    "alpha0_rms", "alpha0_rms_std", "width_rms", "width_rms_std", "emergence_rms",
+}  # fmt: skip
+#: A history record: step, epoch, wall time, the callback's error count, scalars, spectrum, by_depth
+#: ("error" only on failure).
+HISTORY_KEYS = {"step", "epoch", "time", "errors", "by_depth"} | DOCUMENTED_SCALARS | SPECTRUM_KEYS
 #: A CLI ``--json`` checkpoint record: the history record's keys without epoch/time/errors, plus path and backend.
-CLI_RECORD_KEYS = {"step", "path", "backend"} | DOCUMENTED_SCALARS | SPECTRUM_KEYS
+CLI_RECORD_KEYS = {"step", "path", "backend", "by_depth"} | DOCUMENTED_SCALARS | SPECTRUM_KEYS
 #: ``--json`` options (the analysis options of ``neuromfa analyze``).
 CLI_OPTION_KEYS = {
     "samples", "neurons_per_layer", "full", "backend", "threshold", "decimals", "min_neighbours",
-    "scale_control", "scale_rms", "model_class", "config",
+    "scale_control", "scale_rms", "model_class", "config", "null", "architecture", "module",
 }  # fmt: skip
+#: The depth names of the tiny GPT-NeoX (from the training run: relative to the LightningModule).
+TRAIN_DEPTHS = ["model.gpt_neox.layers.0", "model.gpt_neox.layers.1"]
+CLI_DEPTHS = ["gpt_neox.layers.0", "gpt_neox.layers.1"]
 #: ``--json`` document: ``{"version": 1, "options": ..., "checkpoints": [...]}`` plus the package version
 #: under "neuromfa_callback" (written by ``_cli_report.write_json``; not named in the ``--json`` help text).
 CLI_DOC_KEYS = {"version", "options", "checkpoints", "neuromfa_callback"}
@@ -118,7 +130,7 @@ def test_nothing_logged_or_written_contains_credentials(tmp_path, monkeypatch, c
     wandb_logger = WandbLogger(project="neuromfa-secrets", save_dir=str(train_dir), offline=True)
     csv_logger = CSVLogger(save_dir=str(train_dir), name="csv")
     cb = NeuroMFACallback(every_n_train_steps=2, samples=1, neurons_per_layer=16, history_path=hist,
-                          figure_every_n_snapshots=2)
+                          figure_every_n_snapshots=2, null=1, log_per_depth=True)
     trainer = pl.Trainer(default_root_dir=train_dir, accelerator="cpu", devices=1, max_steps=4,
                          logger=[wandb_logger, csv_logger], callbacks=[cb], enable_progress_bar=False,
                          enable_model_summary=False, enable_checkpointing=False)
@@ -130,7 +142,7 @@ def test_nothing_logged_or_written_contains_credentials(tmp_path, monkeypatch, c
     ckpts = _save_checkpoints(tmp_path / "ckpt")
     out_json, out_csv = tmp_path / "out" / "series.json", tmp_path / "out" / "series.csv"
     out_json.parent.mkdir()
-    code = main(["analyze", *map(str, ckpts), "--samples", "1", "--neurons-per-layer", "16",
+    code = main(["analyze", *map(str, ckpts), "--samples", "1", "--neurons-per-layer", "16", "--null", "1",
                  "--json", str(out_json), "--csv", str(out_csv), "--wandb", "--quiet"])
     assert code == 0, capfd.readouterr().err
     cli_run = wait_for_run_file(tmp_path / "cli")
@@ -156,7 +168,10 @@ def test_nothing_logged_or_written_contains_credentials(tmp_path, monkeypatch, c
     assert [r["step"] for r in records] == [0, 2, 4]
     for rec in records:
         assert set(rec) == HISTORY_KEYS, set(rec) ^ HISTORY_KEYS
-        assert math.isfinite(rec["alpha0"])
+        assert math.isfinite(rec["alpha0"]) and math.isfinite(rec["alpha0_null"])
+        assert [d["name"] for d in rec["by_depth"]] == TRAIN_DEPTHS
+        for row in rec["by_depth"]:
+            assert set(row) == DEPTH_ROW_KEYS, set(row) ^ DEPTH_ROW_KEYS
 
     # --- the CLI JSON holds only the documented keys, and the CSV only the documented columns
     doc = json.loads(out_json.read_text())
@@ -165,6 +180,9 @@ def test_nothing_logged_or_written_contains_credentials(tmp_path, monkeypatch, c
     assert [r["step"] for r in doc["checkpoints"]] == [0, 10]
     for rec in doc["checkpoints"]:
         assert set(rec) == CLI_RECORD_KEYS, set(rec) ^ CLI_RECORD_KEYS
+        assert [d["name"] for d in rec["by_depth"]] == CLI_DEPTHS
+        for row in rec["by_depth"]:
+            assert set(row) == DEPTH_ROW_KEYS, set(row) ^ DEPTH_ROW_KEYS
     header = out_csv.read_text().splitlines()[0].split(",")
     assert header == ["step", "path", *SCALAR_KEYS, "backend"]
 

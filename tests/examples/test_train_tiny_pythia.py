@@ -46,5 +46,12 @@ def test_cli_on_demo_checkpoints_reproduces_the_logged_values(demo_run, capsys):
     for rec in json.loads((out / "cli.json").read_text())["checkpoints"]:
         for k in keys:
             assert rec[k] == pytest.approx(logged[rec["step"]][k], rel=1e-12, abs=1e-15), (rec["step"], k)
+        # per depth too (the callback names depths from the LightningModule, the CLI from the checkpoint's model)
+        rows, logged_rows = rec["by_depth"], logged[rec["step"]]["by_depth"]
+        assert len(rows) == len(logged_rows) > 0
+        for row, ref in zip(rows, logged_rows):
+            assert ref["name"].endswith(row["name"]), (ref["name"], row["name"])
+            for k in ("alpha0", "width", "emergence", "alpha0_rms", "width_rms", "emergence_rms"):
+                assert row[k] == pytest.approx(ref[k], rel=1e-12, abs=1e-15), (rec["step"], row["name"], k)
     table = capsys.readouterr().out
     assert f"{logged[40]['alpha0']:.4f}" in table  # the printed precision (four decimals)

@@ -1,6 +1,6 @@
 """Two-process DDP run on CPU (gloo) with the NeuroMFA callback; used by test_distributed.py.
 
-Usage: python ddp_script.py OUT_DIR [SAMPLES]
+Usage: python ddp_script.py OUT_DIR [SAMPLES] [NULL]
 Writes OUT_DIR/history.jsonl (rank 0), OUT_DIR/csv/... (CSVLogger) and OUT_DIR/final.pt (weights).
 """
 
@@ -22,7 +22,9 @@ def main() -> None:
     out = Path(sys.argv[1])
     samples = int(sys.argv[2]) if len(sys.argv) > 2 else 4
     torch.set_num_threads(1)
-    cb = NeuroMFACallback(every_n_train_steps=4, samples=samples, neurons_per_layer=16, history_path=out / "history.jsonl")
+    null = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+    cb = NeuroMFACallback(every_n_train_steps=4, samples=samples, neurons_per_layer=16, null=null,
+                          history_path=out / "history.jsonl", log_per_depth=True)
     trainer = pl.Trainer(
         default_root_dir=out,
         accelerator="cpu",

@@ -20,8 +20,11 @@ SCRIPT = Path(__file__).with_name("ddp_script.py")
 
 @pytest.mark.timeout(600)
 def test_ddp_two_processes_log_once_and_match_single_process(tmp_path):
+    """Ranks split the 4 samples (and their nulls) and reduce their partition sums: the history, written once,
+    equals one process analysing every sample of the final weights: whole network, per depth, null."""
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path), "4"], env=env, capture_output=True, text=True, timeout=540)
+    proc = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path), "4", "1"], env=env, capture_output=True, text=True,
+                          timeout=540)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     history = load_history(tmp_path / "history.jsonl")
     assert [r["step"] for r in history] == [0, 4, 8]  # written once, by rank 0
@@ -29,13 +32,24 @@ def test_ddp_two_processes_log_once_and_match_single_process(tmp_path):
     with open(tmp_path / "csv" / "run" / "version_0" / "metrics.csv") as fh:
         rows = [r for r in csv.DictReader(fh) if r.get("neuromfa/alpha0")]
     assert sorted(int(r["step"]) for r in rows) == [0, 4, 8]
+    depth_key = "neuromfa/depth/model.gpt_neox.layers.1/alpha0"
+    assert all(r.get(depth_key) for r in rows), sorted(rows[0])  # per-depth scalars logged too (once)
 
     module = TinyLM()
     module.load_state_dict(torch.load(tmp_path / "final.pt", weights_only=True))
-    for scale, key in ((None, "alpha0"), ("rms", "alpha0_rms")):
-        metric = NeuroMFA(samples=4, neurons_per_layer=16, scale=scale)
+    last = history[-1]
+    for scale, suffix in ((None, ""), ("rms", "_rms")):
+        metric = NeuroMFA(samples=4, neurons_per_layer=16, scale=scale, null=1 if scale is None else 0)
         metric.update(module)
-        out = metric.compute()
-        assert history[-1][key] == pytest.approx(float(out["alpha0"]), abs=1e-12)
-        assert history[-1][key.replace("alpha0", "width")] == pytest.approx(float(out["width"]), abs=1e-12)
-        assert history[-1][key.replace("alpha0", "alpha0") + "_std"] == pytest.approx(float(out["alpha0_std"]), abs=1e-12)
+        a = metric.compute_analysis()
+        assert last[f"alpha0{suffix}"] == pytest.approx(a.alpha0_mean, abs=1e-12)
+        assert last[f"width{suffix}"] == pytest.approx(a.width_mean, abs=1e-12)
+        assert last[f"alpha0{suffix}_std"] == pytest.approx(a.alpha0_std, abs=1e-12)
+        assert last[f"weighted_degree{suffix}"] == pytest.approx(a.weighted_degree, rel=1e-12)
+        assert [d["name"] for d in last["by_depth"]] == [d.name for d in a.by_depth]
+        for row, d in zip(last["by_depth"], a.by_depth):
+            assert row[f"alpha0{suffix}"] == pytest.approx(d.alpha0_mean, abs=1e-12)
+            assert row[f"width{suffix}"] == pytest.approx(d.width_mean, abs=1e-12)
+        if scale is None:
+            for key in ("alpha0_null", "alpha0_null_std", "width_null", "emergence_null", "emergence_null_std"):
+                assert last[key] == pytest.approx(a.scalars()[key], abs=1e-12), key

@@ -25,7 +25,8 @@ def offline_wandb(tmp_path, monkeypatch):
 def test_offline_wandb_run_holds_scalars_table_and_images(offline_wandb):
     tmp_path = offline_wandb
     logger = WandbLogger(project="neuromfa-test", save_dir=str(tmp_path), offline=True)
-    cb = NeuroMFACallback(every_n_train_steps=5, samples=2, neurons_per_layer=16, figure_every_n_snapshots=2)
+    cb = NeuroMFACallback(every_n_train_steps=5, samples=2, neurons_per_layer=16, figure_every_n_snapshots=2, null=1,
+                          log_per_depth=True)
     trainer = pl.Trainer(default_root_dir=tmp_path, accelerator="cpu", max_steps=10, logger=logger, callbacks=[cb],
                          enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
     trainer.fit(TinyLM())
@@ -34,10 +35,12 @@ def test_offline_wandb_run_holds_scalars_table_and_images(offline_wandb):
     records = read_records(run_file)
 
     by_step = {r["step"]: r for r in cb.history}
-    for key in ("alpha0", "width", "emergence", "alpha0_rms", "emergence_rms", "weighted_degree"):
+    for key in ("alpha0", "width", "emergence", "alpha0_rms", "emergence_rms", "weighted_degree", "alpha0_null",
+                "emergence_null", "depth/model.gpt_neox.layers.1/alpha0"):
         got = scalars(records, f"neuromfa/{key}", step_key="trainer/global_step")
         assert [s for s, _ in got] == [0, 5, 10], key
-        assert [v for _, v in got] == pytest.approx([by_step[s][key] for s in (0, 5, 10)], abs=1e-12)
+        expected = [by_step[s][key] if "/" not in key else by_step[s]["by_depth"][1]["alpha0"] for s in (0, 5, 10)]
+        assert [v for _, v in got] == pytest.approx(expected, abs=1e-12)
 
     tbls = tables(records, run_file)["neuromfa/spectrum_table"]
     rows = [row for t in tbls for row in t["data"]]
