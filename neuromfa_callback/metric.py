@@ -30,6 +30,8 @@ from neuromfa_callback.functional.summary import ModelAnalysis
 
 __all__ = ["NeuroMFA"]
 
+_METRIC_KWARGS = frozenset({"compute_on_cpu", "dist_sync_on_step", "process_group", "dist_sync_fn",
+                            "distributed_available_fn", "sync_on_compute", "compute_with_cache"})
 _DEPTH_STATES = ("z", "present", "n_nodes", "n_edges", "weight_sum")
 _NULL_STATES = tuple(f"{k}_null" for k in _DEPTH_STATES)
 
@@ -77,6 +79,10 @@ class NeuroMFA(Metric):
 
     def __init__(self, *, split_samples: bool = True, **kwargs: Any) -> None:
         options, rest = NeuroMFAOptions.split(kwargs)
+        unknown = sorted(set(rest) - _METRIC_KWARGS)
+        if unknown:
+            raise TypeError(f"NeuroMFA() got unexpected keyword arguments {unknown}; options are {NeuroMFAOptions.names()} "
+                            f"and torchmetrics' {sorted(_METRIC_KWARGS)}")
         super().__init__(**rest)
         self.options = NeuroMFAOptions(**options)
         self.split_samples = bool(split_samples)
@@ -92,6 +98,7 @@ class NeuroMFA(Metric):
             self.add_state(name, default=torch.zeros(shape, dtype=f64), dist_reduce_fx=fx)
         self.depth_names: tuple[str, ...] = ()
         self.family = "generic"
+        self._backend = ""  # the engine that ran
         self._layouts: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def __getattr__(self, name: str) -> Any:  # the options read like attributes: metric.samples, metric.full ...
@@ -140,7 +147,7 @@ class NeuroMFA(Metric):
         arrays = {k: getattr(self, k).detach().cpu().numpy() for k in (*_DEPTH_STATES, *_NULL_STATES, "updated")}
         for k in ("present", "present_null", "updated"):
             arrays[k] = arrays[k] > 0
-        return NeuroMFAState(self.options, self.depth_names, **arrays)
+        return NeuroMFAState(self.options, self.depth_names, **arrays, backend=self._backend)
 
     def update(self, source: Any) -> None:
         """Analyse a model or a layout (every local seed), a ``NeuronNetwork``, or a sequence of networks."""
@@ -150,7 +157,10 @@ class NeuroMFA(Metric):
         if isinstance(source, (torch.nn.Module, Layout)):
             nets = self.build_networks(source)
         else:
-            nets = [source] if isinstance(source, NeuronNetwork) else list(source)
+            try:
+                nets = [source] if isinstance(source, NeuronNetwork) else list(source)
+            except TypeError:
+                nets = [source]  # refused below, naming `source`
             for net in nets:
                 if not isinstance(net, NeuronNetwork):
                     raise TypeError(
@@ -159,6 +169,7 @@ class NeuroMFA(Metric):
                     )
                 self._set_depths(net.depth_names, net.family)
         state = _neuromfa_update(NeuroMFAState.empty(self.options, self.depth_names), nets)
+        self._backend = self._backend or state.backend
         dev = self.z.device
         for k in (*_DEPTH_STATES, *_NULL_STATES, "updated"):
             value = torch.as_tensor(getattr(state, k), dtype=torch.float64, device=dev)

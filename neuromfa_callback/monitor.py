@@ -161,13 +161,26 @@ class SnapshotMonitor:
         from neuromfa_callback.architectures import find_operators, select_module
         from neuromfa_callback.backends import check_backend
 
-        root, _ = select_module(model, self.options.module)
-        if not find_operators(root):
-            from neuromfa_callback.architectures import resolve
+        from neuromfa_callback.architectures import _model_type, gpt_neox, resolve
+        from neuromfa_callback.functional._weights import check_finite
 
+        root, _ = select_module(model, self.options.module)
+        found = find_operators(root)
+        if not found:
             resolve(root)  # raises the full "no weight operator" message
         device = next((p.device for p in root.parameters()), torch.device("cpu"))
         check_backend(self.options.backend, device if self.full else torch.device("cpu"))
+        seen: set[int] = set()
+        with torch.no_grad():  # a non-finite initial weight: refused now, not logged as NaN at every snapshot
+            for _, _, ops in found:
+                for op in ops:
+                    for name, t in op.tensors():
+                        if id(t) not in seen and not t.is_meta:
+                            seen.add(id(t))
+                            check_finite(t.detach(), name)
+        arch = self.options.architecture
+        if not self.full and (arch == "gpt_neox" or (arch == "auto" and _model_type(root, [m for _, m, _ in found]) in gpt_neox.MODEL_TYPES)):
+            gpt_neox.check_neurons_per_layer([op for _, _, ops in found for op in ops], self.options.neurons_per_layer)
 
     # ------------------------------------------------------------------------------ structure
     def begin_discovery(self, model: torch.nn.Module) -> None:
@@ -387,8 +400,16 @@ class SnapshotMonitor:
         return [s for s in missing if s == current_step]
 
     def state_dict(self) -> dict[str, Any]:
-        """Baseline, last step, error count, the (thinned) records, and the unfinished steps. Never waits
-        for the worker and never communicates, so a checkpoint saves even after a failure on one rank."""
+        """Baseline, last step, error count, the (thinned) records, and the unfinished steps. Never
+        communicates, so a checkpoint saves even after a failure on one rank; it waits for the worker in
+        one case only: a single process whose baseline analysis is still running (E of a resumed run is
+        measured against it)."""
+        if self.baseline is None and self._pending and not distributed():
+            first = self._pending[0]
+            if first.future is not None:
+                cf.wait([first.future])
+            while self._pending and (self._pending[0].future is None or self._pending[0].future.done()):
+                self._finalise(self._pending.popleft())  # the records wait in _ready for the next drain()
         return {
             "version": 2,
             "baseline": self.baseline,

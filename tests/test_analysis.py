@@ -81,11 +81,6 @@ def test_to_dict_is_json_and_emergence(model):
         a.emergence({"alpha0": 1.0})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: NeuroMFAState.partition() stamps the requested option (backend='auto') on the partition sums, "
-    "so Spectrum.backend and ModelAnalysis.params['backend'] no longer say which engine computed them",
-)
 def test_backend_reported_is_the_one_that_ran(model):
     """``Spectrum.backend`` is documented as "the backend that computed the partition sums": with
     ``backend="auto"`` on CPU weights that is NumPy, as ``NeuronNetwork.partition`` reports."""

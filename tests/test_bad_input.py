@@ -2,10 +2,10 @@
 
 | situation | direct API | during training (``NeuroMFACallback``) |
 |---|---|---|
-| NaN/inf anywhere in an analysed matrix | ValueError naming the parameter and the position | setup: MisconfigurationException (README; currently a warning at the baseline: xfail, BUG); mid-training: one RuntimeWarning, NaN logged with an "error", training continues |
+| NaN/inf anywhere in an analysed matrix | ValueError naming the parameter and the position | setup: MisconfigurationException; mid-training: one RuntimeWarning, NaN logged with an "error", training continues |
 | an all-zero layer | its nodes have no edges; the spectrum comes from the other layers; ``scale="rms"``: ValueError "Cannot rescale" | raw values logged, ``*_rms`` NaN with a warning, training continues |
 | no node qualifies (every layer zero, ``min_neighbours`` too large) | ValueError "no node has more than K neighbours within (1, threshold]" | RuntimeWarning, NaN logged, training continues |
-| ``neurons_per_layer`` larger than a layer / < 1 | generic path: clamped to ``min(S, size)`` (no error); ``gpt_neox`` preset: ValueError naming ``neurons_per_layer``, its value and the size; < 1: ValueError | preset, larger: MisconfigurationException in setup (README; currently a warning at the baseline: xfail, BUG); < 1: ValueError in ``__init__`` |
+| ``neurons_per_layer`` larger than a layer / < 1 | generic path: clamped to ``min(S, size)`` (no error); ``gpt_neox`` preset: ValueError naming ``neurons_per_layer``, its value and the size; < 1: ValueError | preset, larger: MisconfigurationException in setup; < 1: ValueError in ``__init__`` |
 | any model with a weight operator (CNN, T5, MLP ...) | analysed (generic path) | analysed |
 | a model without a weight operator (only embeddings / norms) | ValueError "... has no weight operator ...; pass `module=` ..." (< 300 chars) | MisconfigurationException in setup |
 | no logger and no ``history_path`` | - | MisconfigurationException in setup; ``history_path`` alone: allowed, every snapshot in the file |
@@ -39,7 +39,7 @@ NAN_KEYS = ("alpha0", "width", "emergence", "alpha0_rms", "width_rms", "emergenc
 CUPY_HINT = re.escape("pip install 'neuromfa-callback[cuda12]'")
 NO_OPERATOR = (
     r"has no weight operator \(nn\.Linear, Conv1D, nn\.Conv\*, nn\.MultiheadAttention, MoE experts, LoRA\); "
-    r"weight-holding modules: Embedding, LayerNorm; pass `module=` to pick a part"
+    r"pass `module=` to pick a part; weight-holding modules: Embedding, LayerNorm"
 )
 
 
@@ -147,12 +147,6 @@ def test_nonfinite_distance_in_multifractal_spectrum_names_argument_and_index(ba
         multifractal_spectrum(indptr, distances, min_neighbours=2)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: SnapshotMonitor.check_model no longer checks the weights (only operators and backend), so a NaN/inf "
-    "in the initial weights is not refused in setup (README: MisconfigurationException) but trains on with every "
-    "snapshot logged as NaN",
-)
 def test_nonfinite_weight_before_training_is_a_misconfiguration_in_setup(tmp_path):
     module = CountingLM()
     with torch.no_grad():
@@ -160,7 +154,7 @@ def test_nonfinite_weight_before_training_is_a_misconfiguration_in_setup(tmp_pat
     cb = NeuroMFACallback(**SMALL)
     _setup_fails(
         tmp_path, cb, module,
-        r"cannot analyse this model: Expected finite weights in `model\.gpt_neox\.layers\.1\.attention\.dense\.weight`, "
+        r"cannot analyse this model: Expected finite weights in `gpt_neox\.layers\.1\.attention\.dense\.weight`, "
         r"got inf at \(out, in\) = \(3, 5\)",
     )
 
@@ -181,8 +175,8 @@ class _InjectNonFinite(pl.Callback):
 def test_nonfinite_weight_mid_training_warns_once_logs_nan_and_training_continues(tmp_path):
     """Step 6's weights hold a NaN (then the loss is NaN and the run diverges): steps 6 and 8 are NaN.
 
-    The callback analyses the LightningModule (``module=None``), so parameters are named from it
-    (``model.gpt_neox...``), as ``pl_module.get_parameter`` takes them.
+    The LightningModule holds one model (``self.model``), which the callback analyses under its own
+    parameter names (``gpt_neox...``, as offline analysis of a saved checkpoint names them).
     """
     logger = RecordingLogger()
     hist = tmp_path / "h.jsonl"
@@ -196,7 +190,7 @@ def test_nonfinite_weight_mid_training_warns_once_logs_nan_and_training_continue
     msgs = _neuromfa_warnings(rec)
     assert len(msgs) == 1, msgs  # once, although two snapshots failed
     assert "step 6" in msgs[0] and "logged as NaN" in msgs[0]
-    assert "Expected finite weights in `model.gpt_neox.layers.0.mlp.dense_h_to_4h.weight`, got nan at (out, in) = (3, 7)" in msgs[0]
+    assert "Expected finite weights in `gpt_neox.layers.0.mlp.dense_h_to_4h.weight`, got nan at (out, in) = (3, 7)" in msgs[0]
 
     for key in NAN_KEYS:
         values = logger.values(f"neuromfa/{key}")
@@ -209,7 +203,7 @@ def test_nonfinite_weight_mid_training_warns_once_logs_nan_and_training_continue
     by_step = {r["step"]: r for r in records}
     assert sorted(by_step) == [0, 2, 4, 6, 8]
     assert all("error" not in by_step[s] for s in (0, 2, 4))
-    assert "Expected finite weights in `model.gpt_neox.layers.0.mlp.dense_h_to_4h.weight`, got nan at (out, in) = (3, 7)" in by_step[6]["error"]
+    assert "Expected finite weights in `gpt_neox.layers.0.mlp.dense_h_to_4h.weight`, got nan at (out, in) = (3, 7)" in by_step[6]["error"]
     assert "Expected finite weights in `" in by_step[8]["error"]
     for s in (6, 8):
         assert all(math.isnan(by_step[s][k]) for k in NAN_KEYS)
@@ -267,7 +261,7 @@ def test_all_zero_layer_during_training_logs_raw_values_and_nan_rms_with_one_war
 
     msgs = _neuromfa_warnings(rec)
     assert len(msgs) == 1, msgs
-    assert f"Cannot rescale `model.{ZERO}` to a given RMS (scale='rms'): all its weights are 0" in msgs[0]  # named from the LightningModule
+    assert f"Cannot rescale `{ZERO}` to a given RMS (scale='rms'): all its weights are 0" in msgs[0]  # the model's own name
     assert "*_rms values are logged as NaN" in msgs[0]
 
     for key in ("alpha0", "width", "emergence", "weighted_degree"):
@@ -403,12 +397,6 @@ def test_neurons_per_layer_larger_than_a_layer_on_the_generic_path_trains(tmp_pa
     assert all("error" not in r for r in cb.history)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the gpt_neox preset's size check runs only when the first snapshot samples (after the first "
-    "forward pass), so S > hidden size is not refused in setup (README: MisconfigurationException) but logged as "
-    "NaN at every snapshot",
-)
 def test_neurons_per_layer_larger_than_a_layer_fails_in_setup(tmp_path):
     cb = NeuroMFACallback(samples=1, neurons_per_layer=65)  # accepted here: the model is not known yet
     _setup_fails(
@@ -527,7 +515,7 @@ def test_cnn_is_analysed_during_training(tmp_path):
     values = logger.values("neuromfa/alpha0")
     assert sorted(values) == [0, 2, 4] and all(math.isfinite(v) for v in values.values())
     assert logger.values("neuromfa/emergence")[0] == 0.0
-    assert [d["name"] for d in cb.history[-1]["by_depth"]] == ["model.0", "model.2"]
+    assert [d["name"] for d in cb.history[-1]["by_depth"]] == ["0", "2"]  # the held model's own names
     ref = analyze_model(module, samples=2, neurons_per_layer=16, threshold=1000.0, min_neighbours=3)
     assert values[4] == ref.alpha0_mean
 

@@ -58,11 +58,6 @@ def test_compute_before_update_and_bad_update_raise():
     assert not metric.updated.any()  # a refused update leaves the state untouched
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: NeuroMFA.update() iterates any non-Module, non-network source, so a non-iterable one (None, 3) "
-    "fails with Python's bare \"'NoneType' object is not iterable\" instead of naming `source` and what it accepts",
-)
 @pytest.mark.parametrize("bad", [None, 3])
 def test_update_with_a_non_iterable_names_the_argument(bad):
     metric = NeuroMFA(samples=2)

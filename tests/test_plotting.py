@@ -311,6 +311,6 @@ def test_module_imports_without_matplotlib():
     code = (
         "import sys; sys.modules['matplotlib'] = None\n"
         "import neuromfa_callback.plotting as p\n"
-        "assert p.__all__ == ['plot_emergence', 'plot_spectra', 'plot_spectrum_evolution']\n"
+        "assert p.__all__ == ['plot_depth_heatmap', 'plot_emergence', 'plot_spectra', 'plot_spectrum_evolution']\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -59,7 +59,7 @@ CLI_OPTION_KEYS = {
     "scale_control", "scale_rms", "model_class", "config", "null", "architecture", "module",
 }  # fmt: skip
 #: The depth names of the tiny GPT-NeoX (from the training run: relative to the LightningModule).
-TRAIN_DEPTHS = ["model.gpt_neox.layers.0", "model.gpt_neox.layers.1"]
+TRAIN_DEPTHS = ["gpt_neox.layers.0", "gpt_neox.layers.1"]
 CLI_DEPTHS = ["gpt_neox.layers.0", "gpt_neox.layers.1"]
 #: ``--json`` document: ``{"version": 1, "options": ..., "checkpoints": [...]}`` plus the package version
 #: under "neuromfa_callback" (written by ``_cli_report.write_json``; not named in the ``--json`` help text).

@@ -3,7 +3,9 @@
 :func:`resolve` is the one path from a user's model to a :class:`Layout`:
 
 1. Wrappers are looked through (``torch.compile``'s ``_orig_mod``, DDP/DataParallel/FSDP1 ``module``,
-   PEFT's ``PeftModel``); ``module=`` picks a part (an attribute path or a callable).
+   PEFT's ``PeftModel``, a LightningModule whose weights all sit in one attribute), so names are the
+   model's own in training and in offline analysis; ``module=`` picks a part (an attribute path or a
+   callable).
 2. Operators are found by module type (:mod:`.operators`).
 3. Node sets come from one forward pass (:mod:`.dataflow`): the training step's own (callbacks), an
    ``example_input=``, a Hugging Face model's ``dummy_inputs`` (or inputs built from its config), or an
@@ -61,8 +63,9 @@ def _join(path: str, attr: str) -> str:
     return f"{path}.{attr}" if path and attr else path or attr
 
 
-def unwrap(model: torch.nn.Module) -> tuple[torch.nn.Module, str]:
-    """Look through ``torch.compile``, DDP/DataParallel/FSDP1 and PEFT wrappers; returns ``(module, path)``."""
+def unwrap(model: torch.nn.Module, holders: bool = True) -> tuple[torch.nn.Module, str]:
+    """Look through ``torch.compile``, DDP/DataParallel/FSDP1 and PEFT wrappers (and, with ``holders``, a
+    LightningModule holding one model); returns ``(module, path)``."""
     path = ""
     while True:
         inner = getattr(model, "_orig_mod", None)
@@ -76,7 +79,22 @@ def unwrap(model: torch.nn.Module) -> tuple[torch.nn.Module, str]:
         if type(model).__name__ in _WRAPPER_CLASSES and isinstance(getattr(model, "module", None), torch.nn.Module):
             model, path = model.module, _join(path, "module")
             continue
+        holder = _single_holder(model) if holders else None
+        if holder is not None:  # a LightningModule holding one model: names as the model's own
+            model, path = getattr(model, holder), _join(path, holder)
+            continue
         return model, path
+
+
+def _single_holder(module: torch.nn.Module) -> str | None:
+    """For a LightningModule whose operators all sit in ONE child: that child's name (else ``None``)."""
+    if not any(c.__name__ == "LightningModule" for c in type(module).__mro__):
+        return None
+    if any(True for _ in module.parameters(recurse=False)):
+        return None
+    holders = [n for n, c in module.named_children() if find_operators(c)]
+    others = [n for n, c in module.named_children() if n not in holders and any(True for _ in c.parameters())]
+    return holders[0] if len(holders) == 1 and not others else None
 
 
 def select_module(model: Any, module: ModuleArg = None) -> tuple[torch.nn.Module, str]:
@@ -88,9 +106,9 @@ def select_module(model: Any, module: ModuleArg = None) -> tuple[torch.nn.Module
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"Expected `model` to be a torch.nn.Module, got {type(model).__name__}")
-    root, path = unwrap(model)
     if module is None:
-        return root, path
+        return unwrap(model)
+    root, path = unwrap(model, holders=False)  # `module` names a part of what the user passed
     if isinstance(module, str):
         try:
             picked = root.get_submodule(module)
@@ -147,23 +165,31 @@ def _excluded(root: torch.nn.Module, found: list[tuple[str, torch.nn.Module, lis
     return out
 
 
-def _is_block_container(mod: torch.nn.Module, op_ids: set[int]) -> bool:
+def _is_block_container(mod: torch.nn.Module, op_ids: set[int], minimum: int = 2) -> bool:
+    """A ``ModuleList``/``Sequential`` holding at least ``minimum`` children of one type with operators in them
+    (``minimum=1``: a ``ModuleList`` of a single block, as in a one-layer model)."""
     if not isinstance(mod, (torch.nn.ModuleList, torch.nn.Sequential)):
+        return False
+    if minimum < 2 and not isinstance(mod, torch.nn.ModuleList):
         return False
     kinds: dict[type, int] = defaultdict(int)
     for child in mod.children():
-        if id(child) in op_ids or any(id(m) in op_ids for m in child.modules()):
+        holds = any(id(m) in op_ids for m in child.modules() if m is not child)
+        if holds or (id(child) in op_ids and minimum >= 2):
             kinds[type(child)] += 1
-    return any(n >= 2 for n in kinds.values())
+    return any(n >= minimum for n in kinds.values())
 
 
 def _block_of(root: torch.nn.Module, path: str, op_ids: set[int]) -> str:
+    """The block an operator module at ``path`` belongs to: the child of the outermost container of repeated
+    blocks on its path (a single block in a ``ModuleList`` if there are none), else the module itself."""
     parts = path.split(".") if path else []
-    mod = root
-    for i in range(len(parts)):
-        if _is_block_container(mod, op_ids):
-            return ".".join(parts[: i + 1])
-        mod = getattr(mod, parts[i]) if not parts[i].isdigit() else mod[int(parts[i])]
+    for minimum in (2, 1):
+        mod = root
+        for i in range(len(parts)):
+            if _is_block_container(mod, op_ids, minimum):
+                return ".".join(parts[: i + 1])
+            mod = getattr(mod, parts[i]) if not parts[i].isdigit() else mod[int(parts[i])]
     return path
 
 

@@ -30,12 +30,13 @@ filter, and are left out here (the golden ``n_nodes`` counts their 3S source nod
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from neuromfa_callback.architectures._layout import NodeSet, TransformerPlan
 
-__all__ = ["MODEL_TYPES", "ROLES", "plan"]
+__all__ = ["MODEL_TYPES", "ROLES", "check_neurons_per_layer", "plan"]
 
 MODEL_TYPES = ("gpt_neox",)
 ROLES = ("attention.query_key_value", "attention.dense", "mlp.dense_h_to_4h", "mlp.dense_4h_to_h")
@@ -77,3 +78,12 @@ def plan(node_sets: Sequence[NodeSet], n_depths: int) -> tuple[tuple[NodeSet, ..
         return (np.concatenate([t, t + f, t + 2 * f]),)
 
     return tuple(ordered), TransformerPlan(len(ordered) // 4, f, f, inter, qkv_rows, family="gpt_neox")
+
+
+def check_neurons_per_layer(operators: Sequence[Any], neurons_per_layer: int) -> None:
+    """Raise (as the sampler would) if ``neurons_per_layer`` exceeds what the reference's sampling draws from,
+    from the operators' shapes alone (no forward pass): what a callback's ``setup`` checks."""
+    by_role = {r: op for op in operators for r in ROLES if op.name.endswith(f"{r}.weight")}
+    if len(by_role) == len(ROLES):
+        f, inter = by_role["attention.dense"].n_rows, by_role["mlp.dense_h_to_4h"].n_rows
+        TransformerPlan(1, f, f, inter, lambda t: (t,), family="gpt_neox")(neurons_per_layer, np.random.RandomState(0))

@@ -144,6 +144,7 @@ class NeuroMFAState:
     n_edges_null: np.ndarray
     weight_sum_null: np.ndarray
     updated: np.ndarray
+    backend: str = ""
 
     @classmethod
     def empty(cls, options: NeuroMFAOptions, depth_names: Sequence[str]) -> NeuroMFAState:
@@ -172,6 +173,9 @@ class NeuroMFAState:
             self._add("", slot, d, part)
         for p, part in enumerate(nulls):
             self._add("_null", slot, p, part)
+        for part in (*by_depth, *nulls):  # the engine that ran (not "auto")
+            if part.n_nodes and part.backend not in self.backend.split("+"):
+                self.backend = "+".join(filter(None, (self.backend, part.backend)))
         self.updated[slot] = True
 
     def partition(self, slot: int, depth: int | None = None, null: int | None = None) -> PartitionSums:
@@ -187,7 +191,7 @@ class NeuroMFAState:
             z, pr, n, e, w = (self.z[slot].sum(0), self.present[slot].any(0), self.n_nodes[slot].sum(),
                               self.n_edges[slot].sum(), self.weight_sum[slot].sum())
         return PartitionSums(q=o.q, grid=o.grid, z=z, present=pr, n_nodes=int(n), n_edges=int(e),
-                             min_neighbours=o.min_neighbours, backend=o.backend, weight_sum=float(w))
+                             min_neighbours=o.min_neighbours, backend=self.backend or o.backend, weight_sum=float(w))
 
 
 def _neuromfa_networks(layout: Any, options: NeuroMFAOptions, seeds: Sequence[int]) -> list[Any]:

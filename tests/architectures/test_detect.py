@@ -36,7 +36,7 @@ WRAPS = {
     "compile": (torch.compile, None, "_orig_mod", ""),
     "peft": (_peft, None, "base_model.model", ""),
     "dataparallel": (torch.nn.DataParallel, None, "module", ""),
-    "lightning": (Holder, None, "", "model."),
+    "lightning": (Holder, None, "model", ""),  # a LightningModule holding one model: looked through
     "lightning+module": (Holder, "model", "model", ""),
     "lightning+compile+module": (lambda m: Holder(torch.compile(m)), "model", "model._orig_mod", ""),
 }
@@ -64,16 +64,12 @@ def test_same_distances_through_wrappers(llama, case):
     assert [b.columns.tolist() for b in net.blocks] == [b.columns.tolist() for b in plain.blocks]
     np.testing.assert_array_equal(net.indptr, plain.indptr)
     np.testing.assert_array_equal(net.distances, plain.distances)
-    assert net.depth_names == tuple(("model." if case == "lightning" else "") + d for d in plain.depth_names)
+    assert net.depth_names == plain.depth_names
 
 
 @pytest.mark.parametrize(
     "case",
-    [
-        c
-        if c == "lightning+module" else c
-        for c in WRAPS
-    ],
+    list(WRAPS),
 )
 def test_layout_path_through_wrappers(llama, case):
     """Layout.path says where the analysed module sits in the object passed (the attribute path)."""
@@ -85,14 +81,10 @@ def test_layout_path_through_wrappers(llama, case):
 
 @pytest.mark.parametrize(
     "case",
-    [
-        c
-        if c == "peft" else c
-        for c in WRAPS
-    ],
+    list(WRAPS),
 )
 def test_same_node_set_names_through_wrappers(llama, case):
-    """Node set names are the bare model's (a LightningModule analysed whole: prefixed with its attribute)."""
+    """Node set names are the bare model's, through every wrapper (a LightningModule holding one model too)."""
     model, plain = llama
     wrapped, module, _, prefix = _wrapped(model, case)
     net = build_network(wrapped, neurons_per_layer=8, seed=1, module=module)

@@ -251,11 +251,6 @@ def test_generic_path_clamps_neurons_per_layer_to_the_layer_size():
         build_network(neox, neurons_per_layer=65, architecture="gpt_neox")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a one-layer GPT-NeoX has no container of >= 2 repeated blocks, so every operator becomes its own "
-    "depth and the gpt_neox preset (chosen by architecture='auto') refuses the model",
-)
 def test_one_layer_gpt_neox_uses_the_preset():
     """A one-layer GPT-NeoX is a GPT-NeoX stack of one block: ``auto`` picks the preset, one depth."""
     model = _neox_hidden64_inter64(layers=1)

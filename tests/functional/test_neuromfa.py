@@ -210,11 +210,6 @@ def test_unknown_option_names_raise_type_error_naming_them(model):
         NeuroMFACallback(treshold=100.0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: NeuroMFA(**kwargs) hands unknown names to torchmetrics.Metric, which raises ValueError "
-    "('Unexpected keyword arguments: `treshold`'), not TypeError like neuromfa(), SnapshotMonitor and the callbacks",
-)
 def test_unknown_option_name_of_the_metric_is_a_type_error():
     with pytest.raises(TypeError, match=r"treshold"):
         NeuroMFA(treshold=100.0)

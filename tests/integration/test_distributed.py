@@ -32,7 +32,7 @@ def test_ddp_two_processes_log_once_and_match_single_process(tmp_path):
     with open(tmp_path / "csv" / "run" / "version_0" / "metrics.csv") as fh:
         rows = [r for r in csv.DictReader(fh) if r.get("neuromfa/alpha0")]
     assert sorted(int(r["step"]) for r in rows) == [0, 4, 8]
-    depth_key = "neuromfa/depth/model.gpt_neox.layers.1/alpha0"
+    depth_key = "neuromfa/depth/gpt_neox.layers.1/alpha0"
     assert all(r.get(depth_key) for r in rows), sorted(rows[0])  # per-depth scalars logged too (once)
 
     module = TinyLM()

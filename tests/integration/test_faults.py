@@ -181,13 +181,6 @@ class _EpochOf4(TinyLM):
         return DataLoader(TensorDataset(torch.randint(0, 64, (16, 16), generator=g)), batch_size=4)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: state_dict() never waits, so a checkpoint taken while the baseline's analysis is still on the "
-    "(SCHED_IDLE, possibly starved) worker saves baseline=None and pending_steps=[0, ...]; on resume step 0 is "
-    "'lost' and the first redone snapshot becomes the baseline, so every later E is measured against the wrong weights "
-    "(seen unforced too: two asynchronous monitors on 2 busy cores, step-4 checkpoint)",
-)
 def test_checkpoint_while_the_baseline_is_still_pending_keeps_the_baseline_on_resume(tmp_path, monkeypatch):
     """The worker is held until the step-4 checkpoint is requested (as a starved low-priority worker would
     be): the baseline is not finished then. The uninterrupted run and the run resumed from that checkpoint

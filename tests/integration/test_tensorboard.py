@@ -29,7 +29,7 @@ def test_tensorboard_and_csv_receive_scalars_and_figures(tmp_path):
         assert [e.value for e in events] == pytest.approx([by_step[s][key] for s in (0, 4, 8)], rel=1e-6, abs=1e-7)
     for depth in (0, 1):  # log_per_depth: one scalar per depth and value
         for key in ("alpha0", "width", "emergence"):
-            events = acc.Scalars(f"neuromfa/depth/model.gpt_neox.layers.{depth}/{key}")
+            events = acc.Scalars(f"neuromfa/depth/gpt_neox.layers.{depth}/{key}")
             assert [e.step for e in events] == [0, 4, 8]
             expected = [by_step[s]["by_depth"][depth][key] for s in (0, 4, 8)]
             assert [e.value for e in events] == pytest.approx(expected, rel=1e-6, abs=1e-7)

@@ -36,7 +36,7 @@ def test_offline_wandb_run_holds_scalars_table_and_images(offline_wandb):
 
     by_step = {r["step"]: r for r in cb.history}
     for key in ("alpha0", "width", "emergence", "alpha0_rms", "emergence_rms", "weighted_degree", "alpha0_null",
-                "emergence_null", "depth/model.gpt_neox.layers.1/alpha0"):
+                "emergence_null", "depth/gpt_neox.layers.1/alpha0"):
         got = scalars(records, f"neuromfa/{key}", step_key="trainer/global_step")
         assert [s for s, _ in got] == [0, 5, 10], key
         expected = [by_step[s][key] if "/" not in key else by_step[s]["by_depth"][1]["alpha0"] for s in (0, 5, 10)]
