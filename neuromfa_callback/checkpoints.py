@@ -79,6 +79,15 @@ _WHAT = {"empty": "an empty file", "text": "a text file", "safetensors": "a safe
          "torch-zip": "a PyTorch checkpoint", "torch-pickle": "a PyTorch checkpoint"}
 
 
+#: The first torch whose ``torch.load(weights_only=True)`` has no published code-execution bypass.
+SAFE_PICKLE_TORCH = (2, 10)
+
+
+def _torch_version() -> tuple[int, int]:
+    major, minor = (int(re.match(r"\d+", x)[0]) for x in torch.__version__.split(".")[:2])
+    return major, minor
+
+
 def load_state_dict_safely(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a weights file: safetensors, or ``torch.load(weights_only=True)`` for ``.bin``/``.pt``/``.ckpt``.
 
@@ -115,6 +124,12 @@ def load_state_dict_safely(path: str | os.PathLike[str]) -> dict[str, Any]:
     if kind not in ("torch-zip", "torch-pickle"):
         hint = " (weights only? name it .safetensors, with a config.json beside it)" if kind == "safetensors" else ""
         raise CheckpointError(f"{path}: it is {_what(path, kind)}, not a PyTorch checkpoint{hint}")
+    if _torch_version() < SAFE_PICKLE_TORCH:
+        raise CheckpointError(
+            f"{path}: refused to load a pickle-based checkpoint with torch {torch.__version__}: torch.load(weights_only=True) "
+            f"can run code from a crafted file before torch {'.'.join(map(str, SAFE_PICKLE_TORCH))} (CVE-2025-32434, "
+            "CVE-2026-24747); upgrade torch, or convert the file to safetensors where you trust it"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:

@@ -341,3 +341,16 @@ def test_unsafe_pickle_still_refused_as_unsafe(tmp_path):
         load_state_dict_safely(path)
     _one_line_error(excinfo, path, "refused", "pickled objects other than weights")
     assert not marker.exists()
+
+
+def test_pickle_checkpoints_are_refused_on_a_torch_with_known_weights_only_bypasses(tmp_path, monkeypatch):
+    """torch < 2.10: torch.load(weights_only=True) has published bypasses, so a .ckpt is refused before any parsing."""
+    import neuromfa_callback.checkpoints as ck
+
+    path = tmp_path / "m.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(2, 2)}}, path)
+    assert "state_dict" in ck.load_state_dict_safely(path)
+    monkeypatch.setattr(ck, "_torch_version", lambda: (2, 9))
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load must not run"))
+    with pytest.raises(ck.CheckpointError, match=r"refused to load a pickle-based checkpoint with torch .*CVE-2026-24747"):
+        ck.load_state_dict_safely(path)
