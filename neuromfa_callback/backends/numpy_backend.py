@@ -1,23 +1,41 @@
-r"""NumPy backend: the float64 oracle.
+r"""NumPy backend: the float64 oracle and the CPU engine.
 
-Algorithm (NEUROMFA.md section 2, steps 1-6, assembled without an exponential per node, radius and q).
+Algorithm (NEUROMFA.md section 2, steps 1-6). A kept node ``i`` with ``n_i`` kept distances has
+``p_i(r) = c / C`` with ``C = 1 + n_i`` and ``c = M_i(r)``. In bin order, the node's ``k``-th kept
+distance raises ``c`` from ``k`` to ``k + 1``, so
 
-A kept node ``i`` with ``n_i`` kept distances has ``p_i(r) = c / C`` with small integers
-``c = M_i(r)`` and ``C = 1 + n_i``. ``c`` only changes at the node's own distinct rounded distances
-("events"). So ``Z_q(r_k) = sum_p H[k, p] * (c_p / C_p)^q`` over the distinct pairs ``p = (c, C)``,
-where ``H[k, p]`` counts the nodes in pair ``p`` at radius ``k``. ``H`` is the running sum over
-``k`` of a sparse delta matrix ``D`` (+1 where a node enters a pair, -1 where it leaves), so
-``Z = cumsum_k(D @ V)`` with ``V[p, q] = (c_p / C_p)^q``. ``D`` is multiplied block by block
-(``_BLOCK`` radii at a time, with only the pairs that occur in that block), which keeps the matrix
-products small and dense.
+.. math::  Z_q(r) = \sum_i C_i^{-q} + \sum_{\text{edges } e:\ b_e \le r} W_q(c_e, C_e),
+   \qquad W_q(c, C) = \frac{c^q - (c-1)^q}{C^q},
 
-Numerics: for ``q >= 0`` the running sum goes forward from the smallest radius (``Z`` grows with
-``r``); for ``q < 0`` it goes backward from ``Z_q(L) = n_nodes`` (``Z`` shrinks with ``r``), so each
-partial sum is accumulated from terms no larger than itself and the result keeps float64 precision
-(tau agrees with a per-node float64 evaluation to about 1e-14).
+with ``c_e = 1 + rank`` of the edge in its node. Edges of one node in the same bin telescope, so ties
+need no care. The steps:
+
+1. Keep distances in ``(1, T]``, count them per node (``add.reduceat`` over the CSR offsets), keep
+   nodes with more than ``min_neighbours``, compress their distances and round them to bins.
+2. Sort int32 keys ``node * n_bins + bin`` once. Nodes stay in CSR order, so an edge's rank is its
+   position minus its node's start: no global ``unique``, no node x bin table.
+3. Edge -> pair row ``(C-1)(C-2)/2 + c - 2``. Bins are cut into blocks of ``_BLOCK``; the
+   (block, pair) combinations that occur are numbered through a boolean occupancy array and one
+   ``bincount`` gives ``A[(block, pair), bin in block]``, the number of edges.
+4. ``dv[r] = sum over edges in bin r of W`` is, per block, one dense product
+   ``A_block.T @ W[pairs of the block]`` (BLAS). ``W`` comes from a table of all pairs, cached per
+   ``q`` grid, gathered a few blocks at a time into a buffer that stays in cache. Its last column
+   is 1, which counts the edges per bin (``present``).
+
+Numerics: ``W = (c^q (-expm1(q log1p(-1/c)))) * C^{-q}`` is a product of two accurately computed
+factors (no cancellation) and has the sign of ``q``. For ``q >= 0``, ``Z`` is the forward running
+sum from ``sum_i C_i^{-q}``; for ``q < 0``, it is ``Z(L) = n_nodes`` plus the backward running sum
+of ``-W``. Every sum adds terms of one sign, so ``z`` keeps float64 precision (tau agrees with a
+per-node float64 evaluation to about 1e-14).
+
+Speed: the temporaries live in a per-thread workspace reused across calls (bounded by
+``_WORKSPACE_BYTES``), so repeated calls do not fault in fresh pages whatever the allocator does.
 """
 
 from __future__ import annotations
+
+import threading
+from typing import Callable
 
 import numpy as np
 
@@ -25,33 +43,108 @@ from neuromfa_callback.functional.partition import PartitionSums, RadiusGrid
 
 __all__ = ["partition_sums_numpy"]
 
-_BLOCK = 16
+_BLOCK = 16  # bins per block, a power of two (measured best from 4 to 64 on the golden cases)
+_PAIRS_C_MAX = 256  # cache the table of all pairs up to this C (4.5 MiB at C = 128, 16 MiB at 256)
+_POWERS_C_MAX = 1 << 14  # cache the per-c and per-C tables up to this C (8 MiB each at most)
+_GATHER_ROWS = 512  # rows of W gathered at a time (256 KiB for 61 q values: stays in cache)
+_WORKSPACE_BYTES = 32 << 20  # per thread; a larger call allocates (and frees) its own arrays
+
+_cache: dict[tuple[str, bytes], tuple] = {}
+_cache_lock = threading.Lock()
+_local = threading.local()
 
 
-def _node_events(nid: np.ndarray, b: np.ndarray, n_nodes: int, n_bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Distinct (node, bin) pairs in node-then-bin order, with their multiplicities."""
-    flat = nid * n_bins + b
-    if n_nodes * n_bins <= 8 * flat.size + (1 << 16):
-        hist = np.bincount(flat, minlength=n_nodes * n_bins)
-        nz = np.flatnonzero(hist)
-        mult = hist[nz]
-    else:
-        nz, mult = np.unique(flat, return_counts=True)
-    ev_node = nz // n_bins
-    return ev_node, nz - ev_node * n_bins, mult
+class _Workspace:
+    """Named scratch arrays that grow on demand and are reused by later calls (one per thread)."""
+
+    def __init__(self) -> None:
+        self._arrays: dict[str, np.ndarray] = {}
+        self._bytes = 0
+
+    def _get(self, name: str, size: int, make: Callable[[int], np.ndarray]) -> np.ndarray:
+        arr = self._arrays.get(name)
+        if arr is None or arr.size < size:
+            old = 0 if arr is None else arr.nbytes
+            arr = make(max(size + size // 4, 1024))  # headroom: sizes drift from call to call
+            if self._bytes - old + arr.nbytes <= _WORKSPACE_BYTES:
+                self._arrays[name] = arr
+                self._bytes += arr.nbytes - old
+        return arr[:size]
+
+    def empty(self, name: str, size: int, dtype: type) -> np.ndarray:
+        """A 1-D array of ``size`` elements (content undefined); one dtype per name."""
+        return self._get(name, size, lambda n: np.empty(n, dtype=dtype))
+
+    def arange(self, size: int) -> np.ndarray:
+        """``np.arange(size)`` (intp), kept between calls; read only."""
+        return self._get("arange", size, lambda n: np.arange(n, dtype=np.intp))
+
+    def ones(self, size: int) -> np.ndarray:
+        """``np.ones(size)`` (float64), kept between calls; read only."""
+        return self._get("ones", size, np.ones)
 
 
-def _compact(keys: np.ndarray, space: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted distinct keys in ``[0, space)`` and each key's rank among them."""
-    if space <= 8 * keys.size + (1 << 16):
-        occ = np.zeros(space, dtype=bool)
-        occ[keys] = True
-        uniq = np.flatnonzero(occ)
-        lut = np.empty(space, dtype=np.int64)
-        lut[uniq] = np.arange(uniq.size)
-        return uniq, lut[keys]
-    uniq, inv = np.unique(keys, return_inverse=True)
-    return uniq, inv.reshape(-1)
+def _workspace() -> _Workspace:
+    ws = getattr(_local, "workspace", None)
+    if ws is None:
+        ws = _local.workspace = _Workspace()
+    return ws
+
+
+def _cached(kind: str, q: np.ndarray, c_max: int, limit: int, build: Callable[[int], tuple]) -> tuple:
+    """``build(cap)`` for some ``cap >= c_max``, cached per ``(kind, q)`` while ``cap <= limit``."""
+    key = (kind, q.tobytes())
+    hit = _cache.get(key)
+    if hit is not None and hit[0] >= c_max:
+        return hit
+    if c_max > limit:
+        return build(c_max)
+    cap = min(limit, max(64, 2 * hit[0] if hit else 0, -(-c_max // 32) * 32))
+    out = build(cap)
+    for arr in out[1:]:
+        arr.flags.writeable = False
+    with _cache_lock:
+        if len(_cache) >= 8:
+            _cache.clear()
+        _cache[key] = out
+    return out
+
+
+def _powers(q: np.ndarray, c_max: int) -> tuple[int, np.ndarray, np.ndarray]:
+    """``(cap, small, inv_pow)``: ``small[c - 2] = c^q - (c-1)^q``, ``inv_pow[C] = C^-q``; each row
+    ends with an extra 1."""
+
+    def build(cap: int) -> tuple[int, np.ndarray, np.ndarray]:
+        c = np.arange(2, cap + 1, dtype=np.float64)[:, None]
+        small = np.ones((cap - 1, q.size + 1))
+        small[:, :-1] = np.exp(q * np.log(c)) * -np.expm1(q * np.log1p(-1.0 / c))
+        inv_pow = np.ones((cap + 1, q.size + 1))
+        inv_pow[1:, :-1] = np.exp(np.multiply.outer(-np.log(np.arange(1.0, cap + 1)), q))
+        return cap, small, inv_pow
+
+    return _cached("powers", q, c_max, _POWERS_C_MAX, build)
+
+
+def _pairs(q: np.ndarray, c_max: int) -> np.ndarray | None:
+    """``W`` of every pair ``2 <= c <= C <= c_max`` in row ``(C-1)(C-2)/2 + c - 2`` (None past
+    ``_PAIRS_C_MAX``: the caller then multiplies the small tables itself)."""
+    if c_max > _PAIRS_C_MAX:
+        return None
+
+    def build(cap: int) -> tuple[int, np.ndarray]:
+        _, small, inv_pow = _powers(q, cap)
+        big_c = np.repeat(np.arange(2, cap + 1), np.arange(1, cap))
+        c = np.arange(big_c.size) - (big_c - 1) * (big_c - 2) // 2 + 2
+        return cap, small[c - 2] * inv_pow[big_c]
+
+    return _cached("pairs", q, c_max, _PAIRS_C_MAX, build)[1]
+
+
+def _kept_counts(indptr: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Number of kept distances per node; ``keep`` ends with one extra False."""
+    counts = np.add.reduceat(keep, indptr[:-1], dtype=np.int64)
+    counts[indptr[1:] == indptr[:-1]] = 0  # reduceat gives keep[start] for an empty node
+    return counts
 
 
 def partition_sums_numpy(
@@ -66,95 +159,118 @@ def partition_sums_numpy(
     Args:
         indptr: int64 array, ``n + 1`` offsets.
         distances: float64 array of distances ``1/|w|``.
-        q: float64 moment orders.
+        q: float64 moment orders, strictly increasing (as :func:`validate_q` returns them).
         grid: the radius grid (threshold and rounding).
         min_neighbours: a node is kept if it has MORE than this many kept distances.
     """
     q = np.asarray(q, dtype=np.float64)
-    n_bins = grid.size
-    lens = np.diff(indptr)
-    keep = (distances > 1.0) & (distances <= grid.threshold)
-    csum = np.zeros(distances.size + 1, dtype=np.int64)
-    np.cumsum(keep, out=csum[1:])
-    counts = csum[indptr[1:]] - csum[indptr[:-1]]
+    if indptr.size < 2:
+        return PartitionSums.empty(q, grid, min_neighbours)
+    ws = _workspace()
+    n_q, n_dist, n_bins, lo_bin = q.size, distances.size, grid.size, grid.lo
+
+    # 1. Kept distances and nodes; bins.
+    keep = ws.empty("keep", n_dist + 1, np.bool_)
+    mask = ws.empty("mask", n_dist, np.bool_)
+    np.greater(distances, 1.0, out=keep[:n_dist])
+    np.less_equal(distances, grid.threshold, out=mask)
+    np.logical_and(keep[:n_dist], mask, out=keep[:n_dist])
+    keep[n_dist] = False
+    counts = _kept_counts(indptr, keep)
     node_ok = counts > min_neighbours
     kept_counts = counts[node_ok]
     n_nodes = int(kept_counts.size)
     if n_nodes == 0:
         return PartitionSums.empty(q, grid, min_neighbours)
+    np.logical_and(keep[:n_dist], np.repeat(node_ok, np.diff(indptr)), out=mask)
+    n_edges = int(kept_counts.sum())
+    d = np.compress(mask, distances, out=ws.empty("d", n_edges, np.float64))
+    slot = ws.empty("slot", n_edges, np.intp)
+    weight_sum = float(np.reciprocal(d, out=slot.view(np.float64)).sum())
+    np.rint(np.multiply(d, grid.scale, out=d) if grid.decimals else d, out=d)
 
-    d = distances[keep & np.repeat(node_ok, lens)]
-    b = np.rint(d * grid.scale) if grid.decimals else np.rint(d)
-    b = b.astype(np.int64) - grid.lo
-    present = np.zeros(n_bins, dtype=bool)
-    present[b] = True
+    # 2. Sort (node, bin) keys; ranks follow from the node offsets.
+    wide = n_nodes * n_bins >= 2**31
+    key = ws.empty("key64" if wide else "key", n_edges, np.int64 if wide else np.int32)
+    np.subtract(d, lo_bin, out=key, casting="unsafe")
+    node_base = np.repeat(np.arange(0, n_nodes * n_bins, n_bins, dtype=key.dtype), kept_counts)
+    np.add(key, node_base, out=key)
+    key.sort()
+    bins = np.subtract(key, node_base, out=key)
 
-    nid = np.repeat(np.arange(n_nodes, dtype=np.int64), kept_counts)
-    ev_node, ev_bin, mult = _node_events(nid, b, n_nodes, n_bins)
-    start = np.cumsum(kept_counts) - kept_counts
-    c_new = np.cumsum(mult) - start[ev_node] + 1
-    c_old = c_new - mult
+    # 3. Edge -> pair row -> (block, pair) column -> A[column, bin in block].
     big_c = kept_counts + 1
-
-    # Pair (c, C) -> key = off[C] + c - 1, one slot per c in 1..C for each C that occurs.
     c_max = int(big_c.max())
-    c_seen = np.zeros(c_max + 1, dtype=bool)
-    c_seen[big_c] = True
-    c_vals = np.flatnonzero(c_seen)
-    off = np.zeros(c_max + 1, dtype=np.int64)
-    off[c_vals] = np.cumsum(c_vals) - c_vals
-    key_space = int(c_vals.sum())
-    ev_off = off[big_c[ev_node]] - 1
+    n_pairs = c_max * (c_max - 1) // 2
+    n_blocks = -(-n_bins // _BLOCK)
+    first_row = (big_c - 1) * (big_c - 2) // 2 - (np.cumsum(kept_counts) - kept_counts)  # row - position
+    np.right_shift(bins, _BLOCK.bit_length() - 1, out=slot)
+    np.multiply(slot, n_pairs, out=slot)
+    np.add(slot, ws.arange(n_edges), out=slot)
+    np.add(slot, np.repeat(first_row, kept_counts), out=slot)  # block * n_pairs + pair row
+    col = ws.empty("col", n_edges, np.intp)
+    if n_blocks * n_pairs <= 16 * n_edges + (1 << 20):
+        occupied = ws.empty("occupied", n_blocks * n_pairs, np.bool_)
+        occupied[:] = False
+        occupied[slot] = True
+        cols = np.flatnonzero(occupied)
+        lut = ws.empty("lut", n_blocks * n_pairs, np.intp)
+        lut[cols] = np.arange(cols.size)
+        np.take(lut, slot, out=col, mode="clip")
+    else:
+        cols, inverse = np.unique(slot, return_inverse=True)
+        col[:] = inverse.reshape(-1)
+    np.multiply(col, _BLOCK, out=col)
+    np.add(col, np.bitwise_and(bins, _BLOCK - 1, out=slot), out=col)
+    a = np.bincount(col, weights=ws.ones(n_edges), minlength=cols.size * _BLOCK).reshape(cols.size, _BLOCK)
 
-    n_ev = ev_bin.size
-    bins = np.empty(2 * n_ev + n_nodes, dtype=np.int64)
-    keys = np.empty_like(bins)
-    bins[:n_ev] = ev_bin
-    bins[n_ev : 2 * n_ev] = ev_bin
-    bins[2 * n_ev :] = 0
-    keys[:n_ev] = ev_off + c_new
-    keys[n_ev : 2 * n_ev] = ev_off + c_old
-    keys[2 * n_ev :] = off[big_c]  # every node starts at c = 1
-    weights = np.ones(bins.size, dtype=np.float64)
-    weights[n_ev : 2 * n_ev] = -1.0
+    # 4. Per block: dv[bins of the block] = A_block.T @ W[pairs of the block].
+    col_block = cols // n_pairs
+    col_pair = cols - col_block * n_pairs
+    bounds_arr = np.searchsorted(col_block, np.arange(n_blocks + 1))
+    bounds = bounds_arr.tolist()
+    _, small, inv_pow = _powers(q, c_max)
+    table = _pairs(q, c_max)
+    if table is None:  # W(c, C) = small[c - 2] * inv_pow[C]
+        pair_row = np.arange(1, c_max) * np.arange(c_max - 1) // 2  # row of (2, C) for C = 2..c_max
+        col_big = np.searchsorted(pair_row, col_pair, side="right") + 1
+        col_pair = col_pair - pair_row[col_big - 2]
+        table = small
+    width = max(_GATHER_ROWS, int(np.diff(bounds_arr).max()))
+    rows = ws.empty("rows", width * (n_q + 1), np.float64).reshape(width, n_q + 1)
+    dv = np.zeros((n_blocks * _BLOCK, n_q + 1))
+    blk = 0
+    while blk < n_blocks:  # gather W for as many whole blocks as fit in `rows`
+        end = blk + 1
+        while end < n_blocks and bounds[end + 1] - bounds[blk] <= width:
+            end += 1
+        lo, hi = bounds[blk], bounds[end]
+        w = np.take(table, col_pair[lo:hi], axis=0, out=rows[: hi - lo], mode="clip")
+        if table is small:
+            w *= inv_pow[col_big[lo:hi]]
+        for k in range(blk, end):
+            if bounds[k + 1] > bounds[k]:
+                out = dv[k * _BLOCK : (k + 1) * _BLOCK]
+                np.matmul(a[bounds[k] : bounds[k + 1]].T, w[bounds[k] - lo : bounds[k + 1] - lo], out=out)
+        blk = end
 
-    block = bins // _BLOCK
-    cols, col_of_entry = _compact(block * key_space + keys, (n_bins // _BLOCK + 1) * key_space)
-    n_cols = cols.size
-    delta = np.bincount(col_of_entry * _BLOCK + (bins - block * _BLOCK), weights=weights, minlength=n_cols * _BLOCK)
-    delta = delta.reshape(n_cols, _BLOCK)
-
-    col_block = cols // key_space
-    col_key = cols - col_block * key_space
-    key_c = np.arange(key_space, dtype=np.int64) - np.repeat(off[c_vals], c_vals) + 1
-    key_big = np.repeat(c_vals, c_vals)
-    # (c / C)^q = c^q * C^-q from two small tables: c_max * Q exponentials instead of one per pair.
-    pow_c = np.exp(np.multiply.outer(np.log(np.arange(1, c_max + 1, dtype=np.float64)), q))
-    pair_keys, pair_of_col = _compact(col_key, key_space)
-    v_pairs = pow_c[key_c[pair_keys] - 1] / pow_c[key_big[pair_keys] - 1]
-
-    dv = np.zeros(((n_bins // _BLOCK + 1) * _BLOCK, q.size))
-    bounds = np.searchsorted(col_block, np.arange(n_bins // _BLOCK + 2))
-    for blk in np.flatnonzero(bounds[1:] > bounds[:-1]):
-        lo, hi = bounds[blk], bounds[blk + 1]
-        dv[blk * _BLOCK : (blk + 1) * _BLOCK] = delta[lo:hi].T @ v_pairs[pair_of_col[lo:hi]]  # small gathers
-    dv = dv[:n_bins]
-
-    z = np.cumsum(dv, axis=0)
-    neg = q < 0
-    if neg.any():
-        tail = np.cumsum(dv[::-1, neg], axis=0)[::-1]  # tail[k] = sum over k' >= k
-        z_neg = np.full((n_bins, int(neg.sum())), float(n_nodes))
-        z_neg[:-1] -= tail[1:]
-        z[:, neg] = z_neg
+    # Running sums: forward for q >= 0, backward from Z(L) = n_nodes for q < 0.
+    z = np.empty((n_bins, n_q))
+    j0 = int(np.searchsorted(q, 0.0))  # q[:j0] < 0 <= q[j0:]
+    np.cumsum(dv[:n_bins, j0:n_q], axis=0, out=z[:, j0:])
+    z[:, j0:] += np.bincount(big_c, minlength=c_max + 1) @ inv_pow[: c_max + 1, j0:n_q]
+    if j0:
+        tail = np.cumsum(dv[n_bins - 1 : 0 : -1, :j0], axis=0)  # tail[k] = dv[n_bins-1-k:].sum(0)
+        np.subtract(float(n_nodes), tail[::-1], out=z[:-1, :j0])
+        z[-1, :j0] = n_nodes
     return PartitionSums(
         q=q,
         grid=grid,
         z=z,
-        present=present,
+        present=dv[:n_bins, n_q] > 0,
         n_nodes=n_nodes,
-        n_edges=int(d.size),
+        n_edges=n_edges,
         min_neighbours=min_neighbours,
         backend="numpy",
-        weight_sum=float(np.sum(1.0 / d)),
+        weight_sum=weight_sum,
     )
