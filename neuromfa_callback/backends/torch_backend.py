@@ -1,6 +1,10 @@
-"""Torch backend: the NumPy oracle's algorithm in float64 torch ops, on the input's device (CPU or CUDA).
+"""Torch backend: the NumPy engine's algorithm in float64 torch ops, on the input's device (CPU or CUDA).
 
-See :mod:`neuromfa_callback.backends.numpy_backend` for the algorithm; this is a line-by-line port.
+See :mod:`neuromfa_callback.backends.numpy_backend` for the algorithm; this is a port of it, step by
+step, with three differences that suit torch and CUDA: kept counts come from a cumulative sum, the
+(block, pair) columns are numbered with ``torch.unique``, and the ``W`` rows of the columns are
+formed on the device from the two small tables (``c^q - (c-1)^q`` and ``C^-q``) instead of the
+cached table of all pairs. No workspace is kept between calls.
 """
 
 from __future__ import annotations
@@ -8,16 +12,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from neuromfa_callback.backends.numpy_backend import _BLOCK, _powers
 from neuromfa_callback.functional.partition import PartitionSums, RadiusGrid
 
 __all__ = ["partition_sums_torch"]
-
-_BLOCK = 16
-
-
-def _compact(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    uniq, inv = torch.unique(keys, sorted=True, return_inverse=True)
-    return uniq, inv.reshape(-1)
 
 
 @torch.no_grad()
@@ -30,9 +28,10 @@ def partition_sums_torch(
 ) -> PartitionSums:
     """Partition sums of a CSR distance network (inputs validated, int64 / float64 tensors)."""
     dev = distances.device
-    n_bins = grid.size
-    q_t = torch.as_tensor(np.asarray(q, dtype=np.float64), device=dev)
-    lens = indptr[1:] - indptr[:-1]
+    q = np.asarray(q, dtype=np.float64)
+    n_q, n_bins = q.size, grid.size
+
+    # 1. Kept distances and nodes; bins.
     keep = (distances > 1.0) & (distances <= grid.threshold)
     csum = torch.zeros(distances.numel() + 1, dtype=torch.int64, device=dev)
     torch.cumsum(keep, 0, out=csum[1:])
@@ -42,80 +41,61 @@ def partition_sums_torch(
     n_nodes = int(kept_counts.numel())
     if n_nodes == 0:
         return PartitionSums.empty(q, grid, min_neighbours, backend="torch")
-
-    d = distances[keep & torch.repeat_interleave(node_ok, lens)]
+    d = distances[keep & torch.repeat_interleave(node_ok, indptr[1:] - indptr[:-1])]
+    n_edges = int(d.numel())
+    weight_sum = float(torch.sum(1.0 / d))
     b = torch.round(d * grid.scale) if grid.decimals else torch.round(d)  # round half to even
     b = b.to(torch.int64) - grid.lo
-    present = torch.zeros(n_bins, dtype=torch.bool, device=dev)
-    present[b] = True
 
-    nid = torch.repeat_interleave(torch.arange(n_nodes, device=dev), kept_counts)
-    flat = nid * n_bins + b
-    if n_nodes * n_bins <= 8 * flat.numel() + (1 << 16):
-        hist = torch.bincount(flat, minlength=n_nodes * n_bins)
-        nz = torch.nonzero(hist).reshape(-1)
-        mult = hist[nz]
-    else:
-        nz, mult = torch.unique(flat, sorted=True, return_counts=True)
-    ev_node = nz // n_bins
-    ev_bin = nz - ev_node * n_bins
-    start = torch.cumsum(kept_counts, 0) - kept_counts
-    c_new = torch.cumsum(mult, 0) - start[ev_node] + 1
-    c_old = c_new - mult
+    # 2. Sort (node, bin) keys; ranks follow from the node offsets.
+    node_base = torch.repeat_interleave(torch.arange(0, n_nodes * n_bins, n_bins, device=dev), kept_counts)
+    bins = torch.sort(b + node_base).values - node_base
+
+    # 3. Edge -> pair row -> (block, pair) column -> A[column, bin in block].
     big_c = kept_counts + 1
-
     c_max = int(big_c.max())
-    c_seen = torch.zeros(c_max + 1, dtype=torch.bool, device=dev)
-    c_seen[big_c] = True
-    c_vals = torch.nonzero(c_seen).reshape(-1)
-    off = torch.zeros(c_max + 1, dtype=torch.int64, device=dev)
-    off[c_vals] = torch.cumsum(c_vals, 0) - c_vals
-    key_space = int(c_vals.sum())
-    ev_off = off[big_c[ev_node]] - 1
+    n_pairs = c_max * (c_max - 1) // 2
+    n_blocks = -(-n_bins // _BLOCK)
+    first_row = (big_c - 1) * (big_c - 2) // 2 - (torch.cumsum(kept_counts, 0) - kept_counts)
+    slot = (bins >> (_BLOCK.bit_length() - 1)) * n_pairs + torch.arange(n_edges, device=dev)
+    slot += torch.repeat_interleave(first_row, kept_counts)
+    cols, col = torch.unique(slot, sorted=True, return_inverse=True)
+    a = torch.bincount(col * _BLOCK + (bins & (_BLOCK - 1)), minlength=cols.numel() * _BLOCK)
+    a = a.to(torch.float64).reshape(cols.numel(), _BLOCK)
 
-    bins = torch.cat([ev_bin, ev_bin, torch.zeros(n_nodes, dtype=torch.int64, device=dev)])
-    keys = torch.cat([ev_off + c_new, ev_off + c_old, off[big_c]])
-    weights = torch.ones(bins.numel(), dtype=torch.float64, device=dev)
-    weights[ev_bin.numel() : 2 * ev_bin.numel()] = -1.0
-
-    block = bins // _BLOCK
-    cols, col_of_entry = _compact(block * key_space + keys)
-    n_cols = cols.numel()
-    delta = torch.bincount(col_of_entry * _BLOCK + (bins - block * _BLOCK), weights=weights, minlength=n_cols * _BLOCK)
-    delta = delta.reshape(n_cols, _BLOCK)
-
-    col_block = cols // key_space
-    col_key = cols - col_block * key_space
-    key_c = torch.arange(key_space, device=dev) - torch.repeat_interleave(off[c_vals], c_vals) + 1
-    key_big = torch.repeat_interleave(c_vals, c_vals)
-    pow_c = torch.exp(torch.outer(torch.log(torch.arange(1, c_max + 1, dtype=torch.float64, device=dev)), q_t))
-    pair_keys, pair_of_col = _compact(col_key)
-    v = (pow_c[key_c[pair_keys] - 1] / pow_c[key_big[pair_keys] - 1])[pair_of_col]
-
-    n_blocks = n_bins // _BLOCK + 1
+    # 4. W rows of the columns from the small tables; per block dv = A_block.T @ W_block.
+    _, small, inv_pow = _powers(q, c_max)
+    col_block = cols // n_pairs
+    col_pair = cols - col_block * n_pairs
+    pair_row = torch.arange(1, c_max, device=dev) * torch.arange(c_max - 1, device=dev) // 2
+    col_big = torch.searchsorted(pair_row, col_pair, right=True) + 1
+    small_t = torch.tensor(small[: c_max - 1], device=dev)
+    inv_pow_t = torch.tensor(inv_pow[: c_max + 1], device=dev)
+    w = small_t[col_pair - pair_row[col_big - 2]] * inv_pow_t[col_big]
     bounds = torch.searchsorted(col_block, torch.arange(n_blocks + 1, device=dev)).tolist()
-    dv = torch.zeros((n_blocks * _BLOCK, q_t.numel()), dtype=torch.float64, device=dev)
-    for blk in range(n_blocks):
-        lo, hi = bounds[blk], bounds[blk + 1]
+    dv = torch.zeros((n_blocks * _BLOCK, n_q + 1), dtype=torch.float64, device=dev)
+    for k in range(n_blocks):
+        lo, hi = bounds[k], bounds[k + 1]
         if hi > lo:
-            dv[blk * _BLOCK : (blk + 1) * _BLOCK] = delta[lo:hi].T @ v[lo:hi]
+            dv[k * _BLOCK : (k + 1) * _BLOCK] = a[lo:hi].T @ w[lo:hi]
     dv = dv[:n_bins]
 
-    z = torch.cumsum(dv, 0)
-    neg = q_t < 0
-    if bool(neg.any()):
-        tail = torch.flip(torch.cumsum(torch.flip(dv[:, neg], (0,)), 0), (0,))
-        z_neg = torch.full((n_bins, int(neg.sum())), float(n_nodes), dtype=torch.float64, device=dev)
-        z_neg[:-1] -= tail[1:]
-        z[:, neg] = z_neg
+    # Running sums: forward for q >= 0, backward from Z(L) = n_nodes for q < 0.
+    j0 = int(np.searchsorted(q, 0.0))
+    z = torch.empty((n_bins, n_q), dtype=torch.float64, device=dev)
+    z[:, j0:] = torch.cumsum(dv[:, j0:n_q], 0) + torch.bincount(big_c, minlength=c_max + 1).to(torch.float64) @ inv_pow_t[:, j0:n_q]
+    if j0:
+        tail = torch.flip(torch.cumsum(torch.flip(dv[1:, :j0], (0,)), 0), (0,))  # tail[k] = dv[k+1:].sum(0)
+        z[:-1, :j0] = n_nodes - tail
+        z[-1, :j0] = n_nodes
     return PartitionSums(
-        q=np.asarray(q, dtype=np.float64),
+        q=q,
         grid=grid,
         z=z.cpu().numpy(),
-        present=present.cpu().numpy(),
+        present=(dv[:, n_q] > 0).cpu().numpy(),
         n_nodes=n_nodes,
-        n_edges=int(d.numel()),
+        n_edges=n_edges,
         min_neighbours=min_neighbours,
         backend="torch",
-        weight_sum=float(torch.sum(1.0 / d)),
+        weight_sum=weight_sum,
     )
