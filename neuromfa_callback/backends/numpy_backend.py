@@ -34,6 +34,7 @@ Speed: the temporaries live in a per-thread workspace reused across calls (bound
 
 from __future__ import annotations
 
+import functools
 import threading
 from typing import Callable
 
@@ -43,10 +44,11 @@ from neuromfa_callback.functional.partition import PartitionSums, RadiusGrid
 
 __all__ = ["partition_sums_numpy"]
 
-_BLOCK = 16  # bins per block, a power of two (measured best from 4 to 64 on the golden cases)
+_BLOCK = 8  # bins per block, a power of two (8 and 16 measured best from 4 to 64 on the golden cases)
 _PAIRS_C_MAX = 256  # cache the table of all pairs up to this C (4.5 MiB at C = 128, 16 MiB at 256)
 _POWERS_C_MAX = 1 << 14  # cache the per-c and per-C tables up to this C (8 MiB each at most)
 _GATHER_ROWS = 512  # rows of W gathered at a time (256 KiB for 61 q values: stays in cache)
+_BLAS_ONE_THREAD_MNK = 1 << 18  # OpenBLAS runs a GEMM with m*n*k <= 4 * 65536 on one thread
 _WORKSPACE_BYTES = 32 << 20  # per thread; a larger call allocates (and frees) its own arrays
 
 _cache: dict[tuple[str, bytes], tuple] = {}
@@ -140,6 +142,12 @@ def _pairs(q: np.ndarray, c_max: int) -> np.ndarray | None:
     return _cached("pairs", q, c_max, _PAIRS_C_MAX, build)[1]
 
 
+@functools.lru_cache(maxsize=16)
+def _grid_bins(grid: RadiusGrid) -> tuple[int, int]:
+    """``(grid.size, grid.lo)``, computed once per grid."""
+    return grid.size, grid.lo
+
+
 def _kept_counts(indptr: np.ndarray, keep: np.ndarray) -> np.ndarray:
     """Number of kept distances per node; ``keep`` ends with one extra False."""
     counts = np.add.reduceat(keep, indptr[:-1], dtype=np.int64)
@@ -167,7 +175,8 @@ def partition_sums_numpy(
     if indptr.size < 2:
         return PartitionSums.empty(q, grid, min_neighbours)
     ws = _workspace()
-    n_q, n_dist, n_bins, lo_bin = q.size, distances.size, grid.size, grid.lo
+    n_q, n_dist = q.size, distances.size
+    n_bins, lo_bin = _grid_bins(grid)
 
     # 1. Kept distances and nodes; bins.
     keep = ws.empty("keep", n_dist + 1, np.bool_)
@@ -185,14 +194,16 @@ def partition_sums_numpy(
     np.logical_and(keep[:n_dist], np.repeat(node_ok, np.diff(indptr)), out=mask)
     n_edges = int(kept_counts.sum())
     d = np.compress(mask, distances, out=ws.empty("d", n_edges, np.float64))
-    slot = ws.empty("slot", n_edges, np.intp)
-    weight_sum = float(np.reciprocal(d, out=slot.view(np.float64)).sum())
-    np.rint(np.multiply(d, grid.scale, out=d) if grid.decimals else d, out=d)
+    col = ws.empty("col", n_edges, np.intp)  # first a float64 scratch, later the A index of each edge
+    scratch = col.view(np.float64)
+    rounded = np.rint(np.multiply(d, grid.scale, out=scratch) if grid.decimals else d, out=scratch)
+    weight_sum = float(np.reciprocal(d, out=d).sum())
+    slot = d.view(np.intp)  # d is no longer needed
 
     # 2. Sort (node, bin) keys; ranks follow from the node offsets.
     wide = n_nodes * n_bins >= 2**31
     key = ws.empty("key64" if wide else "key", n_edges, np.int64 if wide else np.int32)
-    np.subtract(d, lo_bin, out=key, casting="unsafe")
+    np.subtract(rounded, lo_bin, out=key, casting="unsafe")
     node_base = np.repeat(np.arange(0, n_nodes * n_bins, n_bins, dtype=key.dtype), kept_counts)
     np.add(key, node_base, out=key)
     key.sort()
@@ -208,27 +219,24 @@ def partition_sums_numpy(
     np.multiply(slot, n_pairs, out=slot)
     np.add(slot, ws.arange(n_edges), out=slot)
     np.add(slot, np.repeat(first_row, kept_counts), out=slot)  # block * n_pairs + pair row
-    col = ws.empty("col", n_edges, np.intp)
     if n_blocks * n_pairs <= 16 * n_edges + (1 << 20):
         occupied = ws.empty("occupied", n_blocks * n_pairs, np.bool_)
         occupied[:] = False
         occupied[slot] = True
         cols = np.flatnonzero(occupied)
         lut = ws.empty("lut", n_blocks * n_pairs, np.intp)
-        lut[cols] = np.arange(cols.size)
+        lut[cols] = np.arange(0, cols.size * _BLOCK, _BLOCK)
         np.take(lut, slot, out=col, mode="clip")
     else:
         cols, inverse = np.unique(slot, return_inverse=True)
-        col[:] = inverse.reshape(-1)
-    np.multiply(col, _BLOCK, out=col)
-    np.add(col, np.bitwise_and(bins, _BLOCK - 1, out=slot), out=col)
+        np.multiply(inverse.reshape(-1), _BLOCK, out=col)
+    np.add(col, np.bitwise_and(bins, _BLOCK - 1, out=bins), out=col)
     a = np.bincount(col, weights=ws.ones(n_edges), minlength=cols.size * _BLOCK).reshape(cols.size, _BLOCK)
 
     # 4. Per block: dv[bins of the block] = A_block.T @ W[pairs of the block].
     col_block = cols // n_pairs
     col_pair = cols - col_block * n_pairs
-    bounds_arr = np.searchsorted(col_block, np.arange(n_blocks + 1))
-    bounds = bounds_arr.tolist()
+    bounds = np.searchsorted(col_block, np.arange(n_blocks + 1)).tolist()
     _, small, inv_pow = _powers(q, c_max)
     table = _pairs(q, c_max)
     if table is None:  # W(c, C) = small[c - 2] * inv_pow[C]
@@ -236,23 +244,31 @@ def partition_sums_numpy(
         col_big = np.searchsorted(pair_row, col_pair, side="right") + 1
         col_pair = col_pair - pair_row[col_big - 2]
         table = small
-    width = max(_GATHER_ROWS, int(np.diff(bounds_arr).max()))
+    # Pieces of at most k_max columns keep each product on one BLAS thread; W is gathered for as
+    # many consecutive pieces as fit in `rows`.
+    k_max = max(1, _BLAS_ONE_THREAD_MNK // (_BLOCK * (n_q + 1)))
+    pieces = [(k, s, min(s + k_max, bounds[k + 1])) for k in range(n_blocks) for s in range(bounds[k], bounds[k + 1], k_max)]
+    width = max(_GATHER_ROWS, k_max)
     rows = ws.empty("rows", width * (n_q + 1), np.float64).reshape(width, n_q + 1)
+    factor = ws.empty("factor", width * (n_q + 1), np.float64).reshape(width, n_q + 1)
     dv = np.zeros((n_blocks * _BLOCK, n_q + 1))
-    blk = 0
-    while blk < n_blocks:  # gather W for as many whole blocks as fit in `rows`
-        end = blk + 1
-        while end < n_blocks and bounds[end + 1] - bounds[blk] <= width:
-            end += 1
-        lo, hi = bounds[blk], bounds[end]
+    part = np.empty((_BLOCK, n_q + 1))
+    i = 0
+    while i < len(pieces):
+        lo, j = pieces[i][1], i + 1
+        while j < len(pieces) and pieces[j][2] - lo <= width:
+            j += 1
+        hi = pieces[j - 1][2]
         w = np.take(table, col_pair[lo:hi], axis=0, out=rows[: hi - lo], mode="clip")
         if table is small:
-            w *= inv_pow[col_big[lo:hi]]
-        for k in range(blk, end):
-            if bounds[k + 1] > bounds[k]:
-                out = dv[k * _BLOCK : (k + 1) * _BLOCK]
-                np.matmul(a[bounds[k] : bounds[k + 1]].T, w[bounds[k] - lo : bounds[k + 1] - lo], out=out)
-        blk = end
+            w *= np.take(inv_pow, col_big[lo:hi], axis=0, out=factor[: hi - lo], mode="clip")
+        for k, start, stop in pieces[i:j]:
+            out = dv[k * _BLOCK : (k + 1) * _BLOCK]
+            if start == bounds[k]:
+                np.matmul(a[start:stop].T, w[start - lo : stop - lo], out=out)
+            else:
+                out += np.matmul(a[start:stop].T, w[start - lo : stop - lo], out=part)
+        i = j
 
     # Running sums: forward for q >= 0, backward from Z(L) = n_nodes for q < 0.
     z = np.empty((n_bins, n_q))
