@@ -2,31 +2,36 @@ r"""NumPy backend: the float64 oracle and the CPU engine.
 
 Algorithm (NEUROMFA.md section 2, steps 1-6). A kept node ``i`` with ``n_i`` kept distances has
 ``p_i(r) = c / C`` with ``C = 1 + n_i`` and ``c = M_i(r)``. In bin order, the node's ``k``-th kept
-distance raises ``c`` from ``k`` to ``k + 1``, so
+distance raises ``c`` from ``k`` to ``k + 1``, so with ``V(c, C) = (c/C)^q``
 
-.. math::  Z_q(r) = \sum_i C_i^{-q} + \sum_{\text{edges } e:\ b_e \le r} W_q(c_e, C_e),
-   \qquad W_q(c, C) = \frac{c^q - (c-1)^q}{C^q},
+.. math::  Z_q(r) = \sum_i C_i^{-q} + \sum_{\text{edges } e:\ b_e \le r} W(c_e, C_e),
+   \qquad W(c, C) = V(c, C) - V(c - 1, C),
 
-with ``c_e = 1 + rank`` of the edge in its node. Edges of one node in the same bin telescope, so ties
-need no care. The steps:
+where ``c_e = rank + 2`` for the edge of rank ``0, 1, ...`` in its node. The steps:
 
 1. Keep distances in ``(1, T]``, count them per node (``add.reduceat`` over the CSR offsets), keep
    nodes with more than ``min_neighbours``, compress their distances and round them to bins.
 2. Sort int32 keys ``node * n_bins + bin`` once. Nodes stay in CSR order, so an edge's rank is its
    position minus its node's start: no global ``unique``, no node x bin table.
-3. Edge -> pair row ``(C-1)(C-2)/2 + c - 2``. Bins are cut into blocks of ``_BLOCK``; the
-   (block, pair) combinations that occur are numbered through a boolean occupancy array and one
-   ``bincount`` gives ``A[(block, pair), bin in block]``, the number of edges.
-4. ``dv[r] = sum over edges in bin r of W`` is, per block, one dense product
-   ``A_block.T @ W[pairs of the block]`` (BLAS). ``W`` comes from a table of all pairs, cached per
-   ``q`` grid, gathered a few blocks at a time into a buffer that stays in cache. Its last column
-   is 1, which counts the edges per bin (``present``).
+3. Entries ``(bin, table row, weight)``: one ``W(c_e, C_e)`` per edge; or, when many edges of a node
+   share a bin (fewer (node, bin) runs than ``_RUNS_FOR_V_FORM`` per edge, as in full networks with
+   thousands of neighbours per node), ``+V(c_new, C)`` and ``-V(c_old, C)`` per run, since the
+   ``W`` of a run telescope. Rows of a table of all pairs ``(c, C)``, C-major.
+4. Bins are cut into blocks of ``_BLOCK``; the (block, row) combinations that occur are numbered
+   through a boolean occupancy array, and one weighted ``bincount`` gives ``A[(block, row), bin in
+   block]``. Per block, ``dv[bins] = A_block.T @ table[rows of the block]`` (BLAS, in pieces small
+   enough for OpenBLAS to stay on one thread), with the table rows gathered a few blocks at a
+   time into a buffer that stays in cache. The table (``W`` or ``V`` for ``C <= _PAIRS_C_MAX``) is
+   cached per ``q`` grid; beyond, rows are products of two small cached tables (per ``c``, per
+   ``C``). An extra last column counts the edges per bin (``present``).
 
-Numerics: ``W = (c^q (-expm1(q log1p(-1/c)))) * C^{-q}`` is a product of two accurately computed
+Numerics: ``W = c^q (-expm1(q log1p(-1/c))) * C^{-q}`` is a product of two accurately computed
 factors (no cancellation) and has the sign of ``q``. For ``q >= 0``, ``Z`` is the forward running
 sum from ``sum_i C_i^{-q}``; for ``q < 0``, it is ``Z(L) = n_nodes`` plus the backward running sum
-of ``-W``. Every sum adds terms of one sign, so ``z`` keeps float64 precision (tau agrees with a
-per-node float64 evaluation to about 1e-14).
+of ``-dv``. With ``W`` entries every sum adds terms of one sign; a ``V`` pair of a run adds the
+run's increment as a difference of two terms no larger than the node's own term at every radius
+the sum reaches, so each partial sum keeps float64 precision either way (measured: tau agrees with
+a per-node float64 evaluation to about 1e-14, both forms agree to 2e-15 in ``z``).
 
 Speed: the temporaries live in a per-thread workspace reused across calls (bounded by
 ``_WORKSPACE_BYTES``), so repeated calls do not fault in fresh pages whatever the allocator does.
@@ -48,6 +53,7 @@ _BLOCK = 8  # bins per block, a power of two (8 and 16 measured best from 4 to 6
 _PAIRS_C_MAX = 256  # cache the table of all pairs up to this C (4.5 MiB at C = 128, 16 MiB at 256)
 _POWERS_C_MAX = 1 << 14  # cache the per-c and per-C tables up to this C (8 MiB each at most)
 _GATHER_ROWS = 512  # rows of W gathered at a time (256 KiB for 61 q values: stays in cache)
+_RUNS_FOR_V_FORM = 0.5  # V entries (two per run) when there are fewer (node, bin) runs than this per edge
 _BLAS_ONE_THREAD_MNK = 1 << 18  # OpenBLAS runs a GEMM with m*n*k <= 4 * 65536 on one thread
 _WORKSPACE_BYTES = 32 << 20  # per thread; a larger call allocates (and frees) its own arrays
 
@@ -112,34 +118,44 @@ def _cached(kind: str, q: np.ndarray, c_max: int, limit: int, build: Callable[[i
     return out
 
 
-def _powers(q: np.ndarray, c_max: int) -> tuple[int, np.ndarray, np.ndarray]:
-    """``(cap, small, inv_pow)``: ``small[c - 2] = c^q - (c-1)^q``, ``inv_pow[C] = C^-q``; each row
-    ends with an extra 1."""
+def _powers(q: np.ndarray, c_max: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """``(cap, per_c, inv_pow)`` with ``per_c[0][c - 2] = c^q - (c-1)^q`` (accurately),
+    ``per_c[1][c - 1] = c^q`` and ``inv_pow[C] = C^-q``. An extra last column (1, ``c`` and 1)
+    makes every entry count its edges: ``W`` adds 1, ``V(c_new) - V(c_old)`` adds ``c_new - c_old``."""
 
-    def build(cap: int) -> tuple[int, np.ndarray, np.ndarray]:
-        c = np.arange(2, cap + 1, dtype=np.float64)[:, None]
-        small = np.ones((cap - 1, q.size + 1))
-        small[:, :-1] = np.exp(q * np.log(c)) * -np.expm1(q * np.log1p(-1.0 / c))
-        inv_pow = np.ones((cap + 1, q.size + 1))
-        inv_pow[1:, :-1] = np.exp(np.multiply.outer(-np.log(np.arange(1.0, cap + 1)), q))
-        return cap, small, inv_pow
+    def build(cap: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+        log_c = np.log(np.arange(1.0, cap + 1))[:, None]
+        steps, powers, inv_pow = (np.ones((n, q.size + 1)) for n in (cap - 1, cap, cap + 1))
+        steps[:, :-1] = np.exp(q * log_c[1:]) * -np.expm1(q * np.log1p(-1.0 / np.exp(log_c[1:])))
+        powers[:, :-1] = np.exp(q * log_c)
+        powers[:, -1] = np.arange(1, cap + 1)  # V(c_new) - V(c_old) then counts c_new - c_old edges
+        inv_pow[1:, :-1] = np.exp(-q * log_c)
+        return cap, steps, powers, inv_pow
 
-    return _cached("powers", q, c_max, _POWERS_C_MAX, build)
+    cap, steps, powers, inv_pow = _cached("powers", q, c_max, _POWERS_C_MAX, build)
+    return cap, (steps, powers), inv_pow
 
 
-def _pairs(q: np.ndarray, c_max: int) -> np.ndarray | None:
-    """``W`` of every pair ``2 <= c <= C <= c_max`` in row ``(C-1)(C-2)/2 + c - 2`` (None past
-    ``_PAIRS_C_MAX``: the caller then multiplies the small tables itself)."""
+def _first_rows(big_c: np.ndarray, form: int) -> np.ndarray:
+    """Table row of the smallest ``c`` of ``C``: the rows of ``C`` follow those of ``C - 1``."""
+    m = big_c - 1 + form  # form 0: W rows c = 2..C; form 1: V rows c = 1..C
+    return m * (m - 1) // 2
+
+
+def _pairs(q: np.ndarray, c_max: int, form: int) -> np.ndarray | None:
+    """For every pair ``c <= C <= c_max``, in row ``_first_rows(C) + c - 2 + form``: ``W(c, C)``
+    (form 0, ``c >= 2``) or ``V(c, C) = (c/C)^q`` (form 1). None past ``_PAIRS_C_MAX``."""
     if c_max > _PAIRS_C_MAX:
         return None
 
     def build(cap: int) -> tuple[int, np.ndarray]:
-        _, small, inv_pow = _powers(q, cap)
-        big_c = np.repeat(np.arange(2, cap + 1), np.arange(1, cap))
-        c = np.arange(big_c.size) - (big_c - 1) * (big_c - 2) // 2 + 2
-        return cap, small[c - 2] * inv_pow[big_c]
+        _, per_c, inv_pow = _powers(q, cap)
+        big_c = np.arange(2 - form, cap + 1)
+        big_c = np.repeat(big_c, big_c - 1 + form)
+        row_in_c = np.arange(big_c.size) - _first_rows(big_c, form)
+        return cap, per_c[form][row_in_c] * inv_pow[big_c]
 
-    return _cached("pairs", q, c_max, _PAIRS_C_MAX, build)[1]
+    return _cached(f"pairs{form}", q, c_max, _PAIRS_C_MAX, build)[1]
 
 
 @functools.lru_cache(maxsize=16)
@@ -209,41 +225,58 @@ def partition_sums_numpy(
     key.sort()
     bins = np.subtract(key, node_base, out=key)
 
-    # 3. Edge -> pair row -> (block, pair) column -> A[column, bin in block].
+    # 3. Entries (bin, table row, weight) -> (block, row) columns -> A[column, bin in block].
+    #    Few ties: one W entry per edge. Many edges share a (node, bin) run: two V entries per run.
     big_c = kept_counts + 1
     c_max = int(big_c.max())
-    n_pairs = c_max * (c_max - 1) // 2
     n_blocks = -(-n_bins // _BLOCK)
-    first_row = (big_c - 1) * (big_c - 2) // 2 - (np.cumsum(kept_counts) - kept_counts)  # row - position
-    np.right_shift(bins, _BLOCK.bit_length() - 1, out=slot)
-    np.multiply(slot, n_pairs, out=slot)
-    np.add(slot, ws.arange(n_edges), out=slot)
-    np.add(slot, np.repeat(first_row, kept_counts), out=slot)  # block * n_pairs + pair row
-    if n_blocks * n_pairs <= 16 * n_edges + (1 << 20):
-        occupied = ws.empty("occupied", n_blocks * n_pairs, np.bool_)
+    run = ws.empty("run", n_edges + 1, np.bool_)  # a new (node, bin) run starts here
+    run[0] = run[n_edges] = True
+    np.not_equal(key[1:], key[:-1], out=run[1:n_edges])
+    n_runs = int(np.count_nonzero(run[:n_edges]))
+    form = int(n_runs < _RUNS_FOR_V_FORM * n_edges)
+    n_rows = int(_first_rows(np.array(c_max + 1), form))
+    offset = _first_rows(big_c, form) - (np.cumsum(kept_counts) - kept_counts)  # row of rank 0 - position
+    if form == 0:  # W(c, C), c = rank + 2
+        np.add(ws.arange(n_edges), np.repeat(offset, kept_counts), out=slot)
+        weights = ws.ones(n_edges)
+    else:  # V(c_new, C) - V(c_old, C), c_new = rank of the run's last edge + 2, c_old = first rank + 1
+        first = np.flatnonzero(run)
+        offset = np.repeat(offset, kept_counts)
+        slot = ws.empty("entries", 2 * n_runs, np.intp)
+        np.add(first[1:], offset[first[1:] - 1], out=slot[:n_runs])
+        np.add(first[:-1], offset[first[:-1]], out=slot[n_runs:])
+        bins = np.concatenate([bins[first[:-1]]] * 2)
+        weights = np.concatenate([np.ones(n_runs), np.full(n_runs, -1.0)])
+    n_entries = slot.size
+    col = ws.empty("col", n_entries, np.intp)  # the float scratch is no longer needed
+    np.right_shift(bins, _BLOCK.bit_length() - 1, out=col)
+    np.add(slot, np.multiply(col, n_rows, out=col), out=slot)  # block * n_rows + row
+    if n_blocks * n_rows <= 16 * n_entries + (1 << 20):
+        occupied = ws.empty("occupied", n_blocks * n_rows, np.bool_)
         occupied[:] = False
         occupied[slot] = True
         cols = np.flatnonzero(occupied)
-        lut = ws.empty("lut", n_blocks * n_pairs, np.intp)
+        lut = ws.empty("lut", n_blocks * n_rows, np.intp)
         lut[cols] = np.arange(0, cols.size * _BLOCK, _BLOCK)
         np.take(lut, slot, out=col, mode="clip")
     else:
         cols, inverse = np.unique(slot, return_inverse=True)
         np.multiply(inverse.reshape(-1), _BLOCK, out=col)
     np.add(col, np.bitwise_and(bins, _BLOCK - 1, out=bins), out=col)
-    a = np.bincount(col, weights=ws.ones(n_edges), minlength=cols.size * _BLOCK).reshape(cols.size, _BLOCK)
+    a = np.bincount(col, weights=weights, minlength=cols.size * _BLOCK).reshape(cols.size, _BLOCK)
 
-    # 4. Per block: dv[bins of the block] = A_block.T @ W[pairs of the block].
-    col_block = cols // n_pairs
-    col_pair = cols - col_block * n_pairs
+    # 4. Per block: dv[bins of the block] = A_block.T @ table[rows of the block].
+    col_block = cols // n_rows
+    col_row = cols - col_block * n_rows
     bounds = np.searchsorted(col_block, np.arange(n_blocks + 1)).tolist()
-    _, small, inv_pow = _powers(q, c_max)
-    table = _pairs(q, c_max)
-    if table is None:  # W(c, C) = small[c - 2] * inv_pow[C]
-        pair_row = np.arange(1, c_max) * np.arange(c_max - 1) // 2  # row of (2, C) for C = 2..c_max
-        col_big = np.searchsorted(pair_row, col_pair, side="right") + 1
-        col_pair = col_pair - pair_row[col_big - 2]
-        table = small
+    _, per_c, inv_pow = _powers(q, c_max)
+    table = _pairs(q, c_max, form)
+    if table is None:  # table row of (c, C) = per_c[form][c - 2 + form] * inv_pow[C]
+        table = per_c[form]
+        first_row = _first_rows(np.arange(2 - form, c_max + 1), form)
+        col_big = np.searchsorted(first_row, col_row, side="right") + 1 - form
+        col_row = col_row - first_row[col_big - 2 + form]
     # Pieces of at most k_max columns keep each product on one BLAS thread; W is gathered for as
     # many consecutive pieces as fit in `rows`.
     k_max = max(1, _BLAS_ONE_THREAD_MNK // (_BLOCK * (n_q + 1)))
@@ -259,8 +292,8 @@ def partition_sums_numpy(
         while j < len(pieces) and pieces[j][2] - lo <= width:
             j += 1
         hi = pieces[j - 1][2]
-        w = np.take(table, col_pair[lo:hi], axis=0, out=rows[: hi - lo], mode="clip")
-        if table is small:
+        w = np.take(table, col_row[lo:hi], axis=0, out=rows[: hi - lo], mode="clip")
+        if table is per_c[form]:
             w *= np.take(inv_pow, col_big[lo:hi], axis=0, out=factor[: hi - lo], mode="clip")
         for k, start, stop in pieces[i:j]:
             out = dv[k * _BLOCK : (k + 1) * _BLOCK]

@@ -1,10 +1,10 @@
 """Torch backend: the NumPy engine's algorithm in float64 torch ops, on the input's device (CPU or CUDA).
 
 See :mod:`neuromfa_callback.backends.numpy_backend` for the algorithm; this is a port of it, step by
-step, with three differences that suit torch and CUDA: kept counts come from a cumulative sum, the
-(block, pair) columns are numbered with ``torch.unique``, and the ``W`` rows of the columns are
-formed on the device from the two small tables (``c^q - (c-1)^q`` and ``C^-q``) instead of the
-cached table of all pairs. No workspace is kept between calls.
+step, with these differences: kept counts come from a cumulative sum, the (block, pair) columns are
+numbered with ``torch.unique``, the products are not cut for OpenBLAS's threading threshold, and no
+workspace is kept between calls. The ``W`` tables are the NumPy engine's cached tables, copied to
+the device once per table.
 """
 
 from __future__ import annotations
@@ -12,10 +12,27 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from neuromfa_callback.backends.numpy_backend import _BLOCK, _powers
+from neuromfa_callback.backends.numpy_backend import _BLOCK, _RUNS_FOR_V_FORM, _first_rows, _pairs, _powers
 from neuromfa_callback.functional.partition import PartitionSums, RadiusGrid
 
 __all__ = ["partition_sums_torch"]
+
+
+_cache: dict[tuple[str, int, bytes], tuple] = {}
+
+
+def _device_tables(q: np.ndarray, c_max: int, form: int, dev: torch.device) -> tuple:
+    """The NumPy engine's tables (pairs or None, per-c, ``C^-q``) as tensors on ``dev``, copied
+    again only when the NumPy cache replaces its arrays."""
+    _, per_c, inv_pow = _powers(q, c_max)
+    arrays = (_pairs(q, c_max, form), per_c[form], inv_pow)
+    key = (str(dev), form, q.tobytes())
+    hit = _cache.get(key)
+    if hit is None or any(x is not y for x, y in zip(hit[0], arrays)):
+        if len(_cache) >= 8:
+            _cache.clear()
+        hit = _cache[key] = (arrays, [None if x is None else torch.tensor(x, device=dev) for x in arrays])
+    return tuple(hit[1])
 
 
 @torch.no_grad()
@@ -49,41 +66,56 @@ def partition_sums_torch(
 
     # 2. Sort (node, bin) keys; ranks follow from the node offsets.
     node_base = torch.repeat_interleave(torch.arange(0, n_nodes * n_bins, n_bins, device=dev), kept_counts)
-    bins = torch.sort(b + node_base).values - node_base
+    key = torch.sort(b + node_base).values
+    bins = key - node_base
 
-    # 3. Edge -> pair row -> (block, pair) column -> A[column, bin in block].
+    # 3. Entries (bin, table row, weight) -> (block, row) columns -> A[column, bin in block].
     big_c = kept_counts + 1
     c_max = int(big_c.max())
-    n_pairs = c_max * (c_max - 1) // 2
     n_blocks = -(-n_bins // _BLOCK)
-    first_row = (big_c - 1) * (big_c - 2) // 2 - (torch.cumsum(kept_counts, 0) - kept_counts)
-    slot = (bins >> (_BLOCK.bit_length() - 1)) * n_pairs + torch.arange(n_edges, device=dev)
-    slot += torch.repeat_interleave(first_row, kept_counts)
+    run = torch.ones(n_edges + 1, dtype=torch.bool, device=dev)  # a new (node, bin) run starts here
+    run[1:n_edges] = key[1:] != key[:-1]
+    n_runs = int(run[:n_edges].sum())
+    form = int(n_runs < _RUNS_FOR_V_FORM * n_edges)
+    n_rows = int(_first_rows(np.array(c_max + 1), form))
+    offset = _first_rows(big_c, form) - (torch.cumsum(kept_counts, 0) - kept_counts)
+    offset = torch.repeat_interleave(offset, kept_counts)
+    if form == 0:  # W(c, C), c = rank + 2
+        rows = torch.arange(n_edges, device=dev) + offset
+        weights = torch.ones(n_edges, dtype=torch.float64, device=dev)
+    else:  # V(c_new, C) - V(c_old, C)
+        first = torch.nonzero(run).reshape(-1)
+        rows = torch.cat([first[1:] + offset[first[1:] - 1], first[:-1] + offset[first[:-1]]])
+        bins = torch.cat([bins[first[:-1]]] * 2)
+        weights = torch.cat([torch.ones(n_runs, dtype=torch.float64, device=dev), torch.full((n_runs,), -1.0, dtype=torch.float64, device=dev)])
+    slot = (bins >> (_BLOCK.bit_length() - 1)) * n_rows + rows
     cols, col = torch.unique(slot, sorted=True, return_inverse=True)
-    a = torch.bincount(col * _BLOCK + (bins & (_BLOCK - 1)), minlength=cols.numel() * _BLOCK)
-    a = a.to(torch.float64).reshape(cols.numel(), _BLOCK)
+    a = torch.bincount(col * _BLOCK + (bins & (_BLOCK - 1)), weights=weights, minlength=cols.numel() * _BLOCK)
+    a = a.reshape(cols.numel(), _BLOCK)
 
-    # 4. W rows of the columns from the small tables; per block dv = A_block.T @ W_block.
-    _, small, inv_pow = _powers(q, c_max)
-    col_block = cols // n_pairs
-    col_pair = cols - col_block * n_pairs
-    pair_row = torch.arange(1, c_max, device=dev) * torch.arange(c_max - 1, device=dev) // 2
-    col_big = torch.searchsorted(pair_row, col_pair, right=True) + 1
-    small_t = torch.tensor(small[: c_max - 1], device=dev)
-    inv_pow_t = torch.tensor(inv_pow[: c_max + 1], device=dev)
-    w = small_t[col_pair - pair_row[col_big - 2]] * inv_pow_t[col_big]
+    # 4. Per block, in pieces of at most `width` columns: dv[bins of the block] += A_piece.T @ rows,
+    #    rows gathered from the NumPy engine's cached tables (copied to the device once per table).
+    table, per_c, inv_pow_t = _device_tables(q, c_max, form, dev)
+    col_block = cols // n_rows
+    col_row = cols - col_block * n_rows
+    if table is None:  # row of (c, C) = per_c[c - 2 + form] * inv_pow[C]
+        first_row = _first_rows(torch.arange(2 - form, c_max + 1, device=dev), form)
+        col_big = torch.searchsorted(first_row, col_row, right=True) + 1 - form
+        col_row = col_row - first_row[col_big - 2 + form]
     bounds = torch.searchsorted(col_block, torch.arange(n_blocks + 1, device=dev)).tolist()
+    width = 512 if dev.type == "cpu" else 1 << 16
     dv = torch.zeros((n_blocks * _BLOCK, n_q + 1), dtype=torch.float64, device=dev)
     for k in range(n_blocks):
-        lo, hi = bounds[k], bounds[k + 1]
-        if hi > lo:
-            dv[k * _BLOCK : (k + 1) * _BLOCK] = a[lo:hi].T @ w[lo:hi]
+        for lo in range(bounds[k], bounds[k + 1], width):
+            hi = min(lo + width, bounds[k + 1])
+            w = table[col_row[lo:hi]] if table is not None else per_c[col_row[lo:hi]] * inv_pow_t[col_big[lo:hi]]
+            dv[k * _BLOCK : (k + 1) * _BLOCK] += a[lo:hi].T @ w
     dv = dv[:n_bins]
 
     # Running sums: forward for q >= 0, backward from Z(L) = n_nodes for q < 0.
     j0 = int(np.searchsorted(q, 0.0))
     z = torch.empty((n_bins, n_q), dtype=torch.float64, device=dev)
-    z[:, j0:] = torch.cumsum(dv[:, j0:n_q], 0) + torch.bincount(big_c, minlength=c_max + 1).to(torch.float64) @ inv_pow_t[:, j0:n_q]
+    z[:, j0:] = torch.cumsum(dv[:, j0:n_q], 0) + torch.bincount(big_c, minlength=c_max + 1).to(torch.float64) @ inv_pow_t[: c_max + 1, j0:n_q]
     if j0:
         tail = torch.flip(torch.cumsum(torch.flip(dv[1:, :j0], (0,)), 0), (0,))  # tail[k] = dv[k+1:].sum(0)
         z[:-1, :j0] = n_nodes - tail

@@ -69,14 +69,30 @@ def test_nodes_beyond_the_cached_pair_table_match_the_definition(rng):
     np.testing.assert_allclose(part.z, _per_node_z(ip, d, part.q), rtol=1e-12)
 
 
-def test_small_table_path_equals_the_cached_table_path(rng, monkeypatch):
-    """Both ways of forming W(c, C) give the same partition sums."""
+@pytest.mark.parametrize("runs_for_v_form", [0.0, 2.0])
+@pytest.mark.parametrize("pairs_c_max", [256, 8])
+def test_entry_forms_and_table_paths_agree(rng, monkeypatch, runs_for_v_form, pairs_c_max):
+    """W per edge or V per (node, bin) run, cached pair table or small tables: the same sums."""
     ip, d = _network(rng, 300, 11, 90)
-    cached = partition_sums(ip, d)
-    monkeypatch.setattr(numpy_backend, "_PAIRS_C_MAX", 8)
-    small = partition_sums(ip, d)
-    np.testing.assert_allclose(small.z, cached.z, rtol=1e-14)
-    np.testing.assert_array_equal(small.present, cached.present)
+    reference = partition_sums(ip, d)
+    monkeypatch.setattr(numpy_backend, "_RUNS_FOR_V_FORM", runs_for_v_form)
+    monkeypatch.setattr(numpy_backend, "_PAIRS_C_MAX", pairs_c_max)
+    part = partition_sums(ip, d)
+    np.testing.assert_allclose(part.z, reference.z, rtol=1e-14)
+    np.testing.assert_array_equal(part.present, reference.present)
+    np.testing.assert_allclose(part.z, _per_node_z(ip, d, part.q), rtol=1e-13)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_many_ties_per_node_use_runs_and_match_the_definition(rng, backend):
+    """Nodes with thousands of neighbours (many per bin) take the V-per-run form; z stays exact."""
+    import torch
+
+    ip, d = _network(rng, 6, 2000, 3000, scale=0.02)
+    if backend == "torch":
+        ip, d = torch.from_numpy(ip), torch.from_numpy(d)
+    part = partition_sums(ip, d, backend=backend)
+    np.testing.assert_allclose(part.z, _per_node_z(np.asarray(ip), np.asarray(d), part.q), rtol=1e-12)
 
 
 def test_sort_based_compaction_for_huge_pair_spaces_matches_the_definition(rng):
