@@ -307,7 +307,7 @@ def partition_sums_numpy(
     z = np.empty((n_bins, n_q))
     j0 = int(np.searchsorted(q, 0.0))  # q[:j0] < 0 <= q[j0:]
     np.cumsum(dv[:n_bins, j0:n_q], axis=0, out=z[:, j0:])
-    z[:, j0:] += np.bincount(big_c, minlength=c_max + 1) @ inv_pow[: c_max + 1, j0:n_q]
+    z[:, j0:] += np.bincount(big_c, minlength=c_max + 1).astype(np.float64) @ inv_pow[: c_max + 1, j0:n_q]
     if j0:
         tail = np.cumsum(dv[n_bins - 1 : 0 : -1, :j0], axis=0)  # tail[k] = dv[n_bins-1-k:].sum(0)
         np.subtract(float(n_nodes), tail[::-1], out=z[:-1, :j0])
