@@ -166,7 +166,7 @@ def _grid_bins(grid: RadiusGrid) -> tuple[int, int]:
 
 def _kept_counts(indptr: np.ndarray, keep: np.ndarray) -> np.ndarray:
     """Number of kept distances per node; ``keep`` ends with one extra False."""
-    counts = np.add.reduceat(keep, indptr[:-1], dtype=np.int64)
+    counts = np.add.reduceat(keep, indptr[:-1], dtype=np.int32)
     counts[indptr[1:] == indptr[:-1]] = 0  # reduceat gives keep[start] for an empty node
     return counts
 
@@ -203,13 +203,13 @@ def partition_sums_numpy(
     keep[n_dist] = False
     counts = _kept_counts(indptr, keep)
     node_ok = counts > min_neighbours
-    kept_counts = counts[node_ok]
+    kept_counts = counts[node_ok].astype(np.int64)
     n_nodes = int(kept_counts.size)
     if n_nodes == 0:
         return PartitionSums.empty(q, grid, min_neighbours)
     np.logical_and(keep[:n_dist], np.repeat(node_ok, np.diff(indptr)), out=mask)
     n_edges = int(kept_counts.sum())
-    d = np.compress(mask, distances, out=ws.empty("d", n_edges, np.float64))
+    d = np.take(distances, np.flatnonzero(mask), out=ws.empty("d", n_edges, np.float64), mode="clip")
     col = ws.empty("col", n_edges, np.intp)  # first a float64 scratch, later the A index of each edge
     scratch = col.view(np.float64)
     rounded = np.rint(np.multiply(d, grid.scale, out=scratch) if grid.decimals else d, out=scratch)
