@@ -116,7 +116,8 @@ def main() -> None:
     parser.add_argument("--no-tuned", action="store_true", help="skip the tune_allocator section")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    title = f"multifractal_spectrum vs Python-loop implementation (1 thread, medians of {args.rounds} interleaved rounds)"
+    title = "multifractal_spectrum vs Python-loop implementation"
+    title += f" (1 thread, medians of {args.rounds} interleaved rounds)"
     print(f"{title}, default allocator")
     print_table(HEADERS, measure(args.cases, args.rounds))
     if not args.no_tuned and tune_allocator(64):

@@ -118,7 +118,7 @@ def _cached(kind: str, q: np.ndarray, c_max: int, limit: int, build: Callable[[i
     return out
 
 
-def _powers(q: np.ndarray, c_max: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+def _powers(q: np.ndarray, c_max: int) -> tuple[int, tuple[np.ndarray, np.ndarray], np.ndarray]:
     """``(cap, per_c, inv_pow)`` with ``per_c[0][c - 2] = c^q - (c-1)^q`` (accurately),
     ``per_c[1][c - 1] = c^q`` and ``inv_pow[C] = C^-q``. An extra last column (1, ``c`` and 1)
     makes every entry count its edges: ``W`` adds 1, ``V(c_new) - V(c_old)`` adds ``c_new - c_old``."""
@@ -171,6 +171,101 @@ def _kept_counts(indptr: np.ndarray, keep: np.ndarray) -> np.ndarray:
     return counts
 
 
+def _entries(ws: _Workspace, key: np.ndarray, bins: np.ndarray, kept_counts: np.ndarray, slot: np.ndarray):
+    """Step 3: ``(form, rows, bins, weights)`` of the entries, from the sorted ``(node, bin)`` keys.
+
+    Form 0, one ``W(c, C)`` per edge with ``c = rank + 2``; form 1, when there are fewer (node, bin)
+    runs than ``_RUNS_FOR_V_FORM`` per edge, ``+V(c_new, C)`` and ``-V(c_old, C)`` per run, with
+    ``c_new = 2 +`` the rank of its last edge and ``c_old = 1 +`` the rank of its first edge.
+    ``slot`` (one intp per edge) receives the rows of form 0.
+    """
+    n_edges = key.size
+    run = ws.empty("run", n_edges + 1, np.bool_)  # a new (node, bin) run starts here
+    run[0] = run[n_edges] = True
+    np.not_equal(key[1:], key[:-1], out=run[1:n_edges])
+    n_runs = int(np.count_nonzero(run[:n_edges]))
+    form = int(n_runs < _RUNS_FOR_V_FORM * n_edges)
+    offset = _first_rows(kept_counts + 1, form) - (np.cumsum(kept_counts) - kept_counts)  # row - position
+    if form == 0:
+        np.add(ws.arange(n_edges), np.repeat(offset, kept_counts), out=slot)
+        return form, slot, bins, ws.ones(n_edges)
+    first = np.flatnonzero(run)  # run starts, then n_edges
+    offset = np.repeat(offset, kept_counts)
+    rows = ws.empty("entries", 2 * n_runs, np.intp)
+    np.add(first[1:], offset[first[1:] - 1], out=rows[:n_runs])
+    np.add(first[:-1], offset[first[:-1]], out=rows[n_runs:])
+    weights = np.concatenate([np.ones(n_runs), np.full(n_runs, -1.0)])
+    return form, rows, np.concatenate([bins[first[:-1]]] * 2), weights
+
+
+def _columns(ws: _Workspace, slot: np.ndarray, bins: np.ndarray, weights: np.ndarray, n_slots: int):
+    """Step 4a: the occurring ``slot = block * n_rows + row`` values (sorted) and ``A[column, bin in block]``."""
+    col = ws.empty("col", slot.size, np.intp)
+    if n_slots <= 16 * slot.size + (1 << 20):
+        occupied = ws.empty("occupied", n_slots, np.bool_)
+        occupied[:] = False
+        occupied[slot] = True
+        cols = np.flatnonzero(occupied)
+        lut = ws.empty("lut", n_slots, np.intp)
+        lut[cols] = np.arange(0, cols.size * _BLOCK, _BLOCK)
+        np.take(lut, slot, out=col, mode="clip")
+    else:  # a huge pair space (thousands of neighbours per node): sort instead
+        cols, inverse = np.unique(slot, return_inverse=True)
+        np.multiply(inverse.reshape(-1), _BLOCK, out=col)
+    np.add(col, np.bitwise_and(bins, _BLOCK - 1, out=bins), out=col)
+    a = np.bincount(col, weights=weights, minlength=cols.size * _BLOCK)
+    return cols, a.reshape(cols.size, _BLOCK)
+
+
+def _products(ws: _Workspace, q: np.ndarray, c_max: int, form: int, cols: np.ndarray, a: np.ndarray, n_blocks: int):
+    """Step 4b: ``dv[bin] = sum of the bin's entries`` as ``A_block.T @ table[rows of the block]``.
+
+    Products are cut into pieces of at most ``k_max`` columns (OpenBLAS runs a GEMM with
+    ``m * n * k <= 4 * 65536`` on one thread, so a multithreaded BLAS never hands these small
+    products to helper threads); table rows are gathered for as many pieces as fit in ``rows``.
+    """
+    n_q = q.size
+    n_rows = int(_first_rows(np.array(c_max + 1), form))
+    col_block = cols // n_rows
+    col_row = cols - col_block * n_rows
+    bounds = np.searchsorted(col_block, np.arange(n_blocks + 1)).tolist()
+    _, per_c, inv_pow = _powers(q, c_max)
+    table = _pairs(q, c_max, form)
+    if table is None:  # row of (c, C) = per_c[form][c - 2 + form] * inv_pow[C]
+        table = per_c[form]
+        first_row = _first_rows(np.arange(2 - form, c_max + 1), form)
+        col_big = np.searchsorted(first_row, col_row, side="right") + 1 - form
+        col_row = col_row - first_row[col_big - 2 + form]
+    k_max = max(1, _BLAS_ONE_THREAD_MNK // (_BLOCK * (n_q + 1)))
+    pieces = [
+        (k, start, min(start + k_max, bounds[k + 1]))
+        for k in range(n_blocks)
+        for start in range(bounds[k], bounds[k + 1], k_max)
+    ]
+    width = max(_GATHER_ROWS, k_max)
+    rows = ws.empty("rows", width * (n_q + 1), np.float64).reshape(width, n_q + 1)
+    dv = np.zeros((n_blocks * _BLOCK, n_q + 1))
+    part = np.empty((_BLOCK, n_q + 1))
+    i = 0
+    while i < len(pieces):
+        lo, j = pieces[i][1], i + 1
+        while j < len(pieces) and pieces[j][2] - lo <= width:
+            j += 1
+        hi = pieces[j - 1][2]
+        w = np.take(table, col_row[lo:hi], axis=0, out=rows[: hi - lo], mode="clip")
+        if table is per_c[form]:
+            factor = ws.empty("factor", (hi - lo) * (n_q + 1), np.float64).reshape(hi - lo, n_q + 1)
+            w *= np.take(inv_pow, col_big[lo:hi], axis=0, out=factor, mode="clip")
+        for k, start, stop in pieces[i:j]:
+            out = dv[k * _BLOCK : (k + 1) * _BLOCK]
+            if start == bounds[k]:
+                np.matmul(a[start:stop].T, w[start - lo : stop - lo], out=out)
+            else:
+                out += np.matmul(a[start:stop].T, w[start - lo : stop - lo], out=part)
+        i = j
+    return dv, inv_pow
+
+
 def partition_sums_numpy(
     indptr: np.ndarray,
     distances: np.ndarray,
@@ -210,11 +305,9 @@ def partition_sums_numpy(
     np.logical_and(keep[:n_dist], np.repeat(node_ok, np.diff(indptr)), out=mask)
     n_edges = int(kept_counts.sum())
     d = np.take(distances, np.flatnonzero(mask), out=ws.empty("d", n_edges, np.float64), mode="clip")
-    col = ws.empty("col", n_edges, np.intp)  # first a float64 scratch, later the A index of each edge
-    scratch = col.view(np.float64)
+    scratch = ws.empty("col", n_edges, np.intp).view(np.float64)  # col holds floats until step 4
     rounded = np.rint(np.multiply(d, grid.scale, out=scratch) if grid.decimals else d, out=scratch)
     weight_sum = float(np.reciprocal(d, out=d).sum())
-    slot = d.view(np.intp)  # d is no longer needed
 
     # 2. Sort (node, bin) keys; ranks follow from the node offsets.
     wide = n_nodes * n_bins >= 2**31
@@ -223,91 +316,23 @@ def partition_sums_numpy(
     node_base = np.repeat(np.arange(0, n_nodes * n_bins, n_bins, dtype=key.dtype), kept_counts)
     np.add(key, node_base, out=key)
     key.sort()
-    bins = np.subtract(key, node_base, out=key)
+    bins = np.subtract(key, node_base, out=node_base)
 
-    # 3. Entries (bin, table row, weight) -> (block, row) columns -> A[column, bin in block].
-    #    Few ties: one W entry per edge. Many edges share a (node, bin) run: two V entries per run.
-    big_c = kept_counts + 1
-    c_max = int(big_c.max())
+    # 3. Entries, 4. columns (block, row) and products per block.
+    c_max = int(kept_counts.max()) + 1
     n_blocks = -(-n_bins // _BLOCK)
-    run = ws.empty("run", n_edges + 1, np.bool_)  # a new (node, bin) run starts here
-    run[0] = run[n_edges] = True
-    np.not_equal(key[1:], key[:-1], out=run[1:n_edges])
-    n_runs = int(np.count_nonzero(run[:n_edges]))
-    form = int(n_runs < _RUNS_FOR_V_FORM * n_edges)
+    form, slot, bins, weights = _entries(ws, key, bins, kept_counts, d.view(np.intp))  # d is spent
     n_rows = int(_first_rows(np.array(c_max + 1), form))
-    offset = _first_rows(big_c, form) - (np.cumsum(kept_counts) - kept_counts)  # row of rank 0 - position
-    if form == 0:  # W(c, C), c = rank + 2
-        np.add(ws.arange(n_edges), np.repeat(offset, kept_counts), out=slot)
-        weights = ws.ones(n_edges)
-    else:  # V(c_new, C) - V(c_old, C), c_new = rank of the run's last edge + 2, c_old = first rank + 1
-        first = np.flatnonzero(run)
-        offset = np.repeat(offset, kept_counts)
-        slot = ws.empty("entries", 2 * n_runs, np.intp)
-        np.add(first[1:], offset[first[1:] - 1], out=slot[:n_runs])
-        np.add(first[:-1], offset[first[:-1]], out=slot[n_runs:])
-        bins = np.concatenate([bins[first[:-1]]] * 2)
-        weights = np.concatenate([np.ones(n_runs), np.full(n_runs, -1.0)])
-    n_entries = slot.size
-    col = ws.empty("col", n_entries, np.intp)  # the float scratch is no longer needed
-    np.right_shift(bins, _BLOCK.bit_length() - 1, out=col)
-    np.add(slot, np.multiply(col, n_rows, out=col), out=slot)  # block * n_rows + row
-    if n_blocks * n_rows <= 16 * n_entries + (1 << 20):
-        occupied = ws.empty("occupied", n_blocks * n_rows, np.bool_)
-        occupied[:] = False
-        occupied[slot] = True
-        cols = np.flatnonzero(occupied)
-        lut = ws.empty("lut", n_blocks * n_rows, np.intp)
-        lut[cols] = np.arange(0, cols.size * _BLOCK, _BLOCK)
-        np.take(lut, slot, out=col, mode="clip")
-    else:
-        cols, inverse = np.unique(slot, return_inverse=True)
-        np.multiply(inverse.reshape(-1), _BLOCK, out=col)
-    np.add(col, np.bitwise_and(bins, _BLOCK - 1, out=bins), out=col)
-    a = np.bincount(col, weights=weights, minlength=cols.size * _BLOCK).reshape(cols.size, _BLOCK)
-
-    # 4. Per block: dv[bins of the block] = A_block.T @ table[rows of the block].
-    col_block = cols // n_rows
-    col_row = cols - col_block * n_rows
-    bounds = np.searchsorted(col_block, np.arange(n_blocks + 1)).tolist()
-    _, per_c, inv_pow = _powers(q, c_max)
-    table = _pairs(q, c_max, form)
-    if table is None:  # table row of (c, C) = per_c[form][c - 2 + form] * inv_pow[C]
-        table = per_c[form]
-        first_row = _first_rows(np.arange(2 - form, c_max + 1), form)
-        col_big = np.searchsorted(first_row, col_row, side="right") + 1 - form
-        col_row = col_row - first_row[col_big - 2 + form]
-    # Pieces of at most k_max columns keep each product on one BLAS thread; W is gathered for as
-    # many consecutive pieces as fit in `rows`.
-    k_max = max(1, _BLAS_ONE_THREAD_MNK // (_BLOCK * (n_q + 1)))
-    pieces = [(k, s, min(s + k_max, bounds[k + 1])) for k in range(n_blocks) for s in range(bounds[k], bounds[k + 1], k_max)]
-    width = max(_GATHER_ROWS, k_max)
-    rows = ws.empty("rows", width * (n_q + 1), np.float64).reshape(width, n_q + 1)
-    factor = ws.empty("factor", width * (n_q + 1), np.float64).reshape(width, n_q + 1)
-    dv = np.zeros((n_blocks * _BLOCK, n_q + 1))
-    part = np.empty((_BLOCK, n_q + 1))
-    i = 0
-    while i < len(pieces):
-        lo, j = pieces[i][1], i + 1
-        while j < len(pieces) and pieces[j][2] - lo <= width:
-            j += 1
-        hi = pieces[j - 1][2]
-        w = np.take(table, col_row[lo:hi], axis=0, out=rows[: hi - lo], mode="clip")
-        if table is per_c[form]:
-            w *= np.take(inv_pow, col_big[lo:hi], axis=0, out=factor[: hi - lo], mode="clip")
-        for k, start, stop in pieces[i:j]:
-            out = dv[k * _BLOCK : (k + 1) * _BLOCK]
-            if start == bounds[k]:
-                np.matmul(a[start:stop].T, w[start - lo : stop - lo], out=out)
-            else:
-                out += np.matmul(a[start:stop].T, w[start - lo : stop - lo], out=part)
-        i = j
+    block = ws.empty("col", slot.size, np.intp)
+    np.add(slot, np.multiply(np.right_shift(bins, _BLOCK.bit_length() - 1, out=block), n_rows, out=block), out=slot)
+    cols, a = _columns(ws, slot, bins, weights, n_blocks * n_rows)
+    dv, inv_pow = _products(ws, q, c_max, form, cols, a, n_blocks)
 
     # Running sums: forward for q >= 0, backward from Z(L) = n_nodes for q < 0.
     z = np.empty((n_bins, n_q))
     j0 = int(np.searchsorted(q, 0.0))  # q[:j0] < 0 <= q[j0:]
     np.cumsum(dv[:n_bins, j0:n_q], axis=0, out=z[:, j0:])
-    z[:, j0:] += np.bincount(big_c, minlength=c_max + 1).astype(np.float64) @ inv_pow[: c_max + 1, j0:n_q]
+    z[:, j0:] += np.bincount(kept_counts + 1, minlength=c_max + 1).astype(np.float64) @ inv_pow[: c_max + 1, j0:n_q]
     if j0:
         tail = np.cumsum(dv[n_bins - 1 : 0 : -1, :j0], axis=0)  # tail[k] = dv[n_bins-1-k:].sum(0)
         np.subtract(float(n_nodes), tail[::-1], out=z[:-1, :j0])

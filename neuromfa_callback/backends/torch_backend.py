@@ -87,7 +87,8 @@ def partition_sums_torch(
         first = torch.nonzero(run).reshape(-1)
         rows = torch.cat([first[1:] + offset[first[1:] - 1], first[:-1] + offset[first[:-1]]])
         bins = torch.cat([bins[first[:-1]]] * 2)
-        weights = torch.cat([torch.ones(n_runs, dtype=torch.float64, device=dev), torch.full((n_runs,), -1.0, dtype=torch.float64, device=dev)])
+        weights = torch.ones(2 * n_runs, dtype=torch.float64, device=dev)
+        weights[n_runs:] = -1.0
     slot = (bins >> (_BLOCK.bit_length() - 1)) * n_rows + rows
     cols, col = torch.unique(slot, sorted=True, return_inverse=True)
     a = torch.bincount(col * _BLOCK + (bins & (_BLOCK - 1)), weights=weights, minlength=cols.numel() * _BLOCK)
@@ -115,7 +116,8 @@ def partition_sums_torch(
     # Running sums: forward for q >= 0, backward from Z(L) = n_nodes for q < 0.
     j0 = int(np.searchsorted(q, 0.0))
     z = torch.empty((n_bins, n_q), dtype=torch.float64, device=dev)
-    z[:, j0:] = torch.cumsum(dv[:, j0:n_q], 0) + torch.bincount(big_c, minlength=c_max + 1).to(torch.float64) @ inv_pow_t[: c_max + 1, j0:n_q]
+    start = torch.bincount(big_c, minlength=c_max + 1).to(torch.float64) @ inv_pow_t[: c_max + 1, j0:n_q]
+    z[:, j0:] = torch.cumsum(dv[:, j0:n_q], 0) + start  # sum_i C_i^-q
     if j0:
         tail = torch.flip(torch.cumsum(torch.flip(dv[1:, :j0], (0,)), 0), (0,))  # tail[k] = dv[k+1:].sum(0)
         z[:-1, :j0] = n_nodes - tail
