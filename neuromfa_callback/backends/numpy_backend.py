@@ -164,10 +164,10 @@ def _grid_bins(grid: RadiusGrid) -> tuple[int, int]:
     return grid.size, grid.lo
 
 
-def _kept_counts(indptr: np.ndarray, keep: np.ndarray) -> np.ndarray:
+def _kept_counts(indptr: np.ndarray, lens: np.ndarray, keep: np.ndarray) -> np.ndarray:
     """Number of kept distances per node; ``keep`` ends with one extra False."""
     counts = np.add.reduceat(keep, indptr[:-1], dtype=np.int32)
-    counts[indptr[1:] == indptr[:-1]] = 0  # reduceat gives keep[start] for an empty node
+    counts[lens == 0] = 0  # reduceat gives keep[start] for an empty node
     return counts
 
 
@@ -225,9 +225,8 @@ def _products(ws: _Workspace, q: np.ndarray, c_max: int, form: int, cols: np.nda
     products to helper threads); table rows are gathered for as many pieces as fit in ``rows``.
     """
     n_q = q.size
-    n_rows = int(_first_rows(np.array(c_max + 1), form))
-    col_block = cols // n_rows
-    col_row = cols - col_block * n_rows
+    n_rows = (c_max + form) * (c_max + form - 1) // 2
+    col_block, col_row = np.divmod(cols, n_rows)
     bounds = np.searchsorted(col_block, np.arange(n_blocks + 1)).tolist()
     _, per_c, inv_pow = _powers(q, c_max)
     table = _pairs(q, c_max, form)
@@ -296,13 +295,14 @@ def partition_sums_numpy(
     np.less_equal(distances, grid.threshold, out=mask)
     np.logical_and(keep[:n_dist], mask, out=keep[:n_dist])
     keep[n_dist] = False
-    counts = _kept_counts(indptr, keep)
+    lens = np.diff(indptr)
+    counts = _kept_counts(indptr, lens, keep)
     node_ok = counts > min_neighbours
     kept_counts = counts[node_ok].astype(np.int64)
     n_nodes = int(kept_counts.size)
     if n_nodes == 0:
         return PartitionSums.empty(q, grid, min_neighbours)
-    np.logical_and(keep[:n_dist], np.repeat(node_ok, np.diff(indptr)), out=mask)
+    np.logical_and(keep[:n_dist], np.repeat(node_ok, lens), out=mask)
     n_edges = int(kept_counts.sum())
     d = np.take(distances, np.flatnonzero(mask), out=ws.empty("d", n_edges, np.float64), mode="clip")
     scratch = ws.empty("col", n_edges, np.intp).view(np.float64)  # col holds floats until step 4
@@ -322,7 +322,7 @@ def partition_sums_numpy(
     c_max = int(kept_counts.max()) + 1
     n_blocks = -(-n_bins // _BLOCK)
     form, slot, bins, weights = _entries(ws, key, bins, kept_counts, d.view(np.intp))  # d is spent
-    n_rows = int(_first_rows(np.array(c_max + 1), form))
+    n_rows = (c_max + form) * (c_max + form - 1) // 2  # _first_rows(c_max + 1, form)
     block = ws.empty("col", slot.size, np.intp)
     np.add(slot, np.multiply(np.right_shift(bins, _BLOCK.bit_length() - 1, out=block), n_rows, out=block), out=slot)
     cols, a = _columns(ws, slot, bins, weights, n_blocks * n_rows)
