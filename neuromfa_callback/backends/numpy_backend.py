@@ -39,7 +39,6 @@ Speed: the temporaries live in a per-thread workspace reused across calls (bound
 
 from __future__ import annotations
 
-import functools
 import threading
 from typing import Callable
 
@@ -156,12 +155,6 @@ def _pairs(q: np.ndarray, c_max: int, form: int) -> np.ndarray | None:
         return cap, per_c[form][row_in_c] * inv_pow[big_c]
 
     return _cached(f"pairs{form}", q, c_max, _PAIRS_C_MAX, build)[1]
-
-
-@functools.lru_cache(maxsize=16)
-def _grid_bins(grid: RadiusGrid) -> tuple[int, int]:
-    """``(grid.size, grid.lo)``, computed once per grid."""
-    return grid.size, grid.lo
 
 
 def _kept_counts(indptr: np.ndarray, lens: np.ndarray, keep: np.ndarray) -> np.ndarray:
@@ -286,7 +279,7 @@ def partition_sums_numpy(
         return PartitionSums.empty(q, grid, min_neighbours)
     ws = _workspace()
     n_q, n_dist = q.size, distances.size
-    n_bins, lo_bin = _grid_bins(grid)
+    n_bins, lo_bin = grid.size, grid.lo
 
     # 1. Kept distances and nodes; bins.
     keep = ws.empty("keep", n_dist + 1, np.bool_)
