@@ -151,14 +151,13 @@ def validate_csr(indptr: Any, distances: Any) -> tuple[Any, Any]:
     ds = ds.astype(np.float64, copy=False)
     decreasing = bool((ip[1:] < ip[:-1]).any()) if ip.size > 1 else False
     _check_indptr_values(int(ip[0]), int(ip[-1]), decreasing, ds.size)
-    if ds.size:
+    if ds.size and not (ds.min() >= 0.0 and ds.max() < np.inf):  # two reductions; NaN fails both
         bad = ~np.isfinite(ds)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise ValueError(f"Expected finite `distances`, got {ds[i]} at index {i}")
-        if (ds < 0).any():
-            i = int(np.flatnonzero(ds < 0)[0])
-            raise ValueError(f"Expected `distances` >= 0, got {ds[i]} at index {i}")
+        i = int(np.flatnonzero(ds < 0)[0])
+        raise ValueError(f"Expected `distances` >= 0, got {ds[i]} at index {i}")
     return ip, ds
 
 

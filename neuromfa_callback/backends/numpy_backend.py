@@ -1,23 +1,46 @@
-r"""NumPy backend: the float64 oracle.
+r"""NumPy backend: the float64 oracle and the CPU engine.
 
-Algorithm (NEUROMFA.md section 2, steps 1-6, assembled without an exponential per node, radius and q).
+Algorithm (NEUROMFA.md section 2, steps 1-6). A kept node ``i`` with ``n_i`` kept distances has
+``p_i(r) = c / C`` with ``C = 1 + n_i`` and ``c = M_i(r)``. In bin order, the node's ``k``-th kept
+distance raises ``c`` from ``k`` to ``k + 1``, so with ``V(c, C) = (c/C)^q``
 
-A kept node ``i`` with ``n_i`` kept distances has ``p_i(r) = c / C`` with small integers
-``c = M_i(r)`` and ``C = 1 + n_i``. ``c`` only changes at the node's own distinct rounded distances
-("events"). So ``Z_q(r_k) = sum_p H[k, p] * (c_p / C_p)^q`` over the distinct pairs ``p = (c, C)``,
-where ``H[k, p]`` counts the nodes in pair ``p`` at radius ``k``. ``H`` is the running sum over
-``k`` of a sparse delta matrix ``D`` (+1 where a node enters a pair, -1 where it leaves), so
-``Z = cumsum_k(D @ V)`` with ``V[p, q] = (c_p / C_p)^q``. ``D`` is multiplied block by block
-(``_BLOCK`` radii at a time, with only the pairs that occur in that block), which keeps the matrix
-products small and dense.
+.. math::  Z_q(r) = \sum_i C_i^{-q} + \sum_{\text{edges } e:\ b_e \le r} W(c_e, C_e),
+   \qquad W(c, C) = V(c, C) - V(c - 1, C),
 
-Numerics: for ``q >= 0`` the running sum goes forward from the smallest radius (``Z`` grows with
-``r``); for ``q < 0`` it goes backward from ``Z_q(L) = n_nodes`` (``Z`` shrinks with ``r``), so each
-partial sum is accumulated from terms no larger than itself and the result keeps float64 precision
-(tau agrees with a per-node float64 evaluation to about 1e-14).
+where ``c_e = rank + 2`` for the edge of rank ``0, 1, ...`` in its node. The steps:
+
+1. Keep distances in ``(1, T]``, count them per node (``add.reduceat`` over the CSR offsets), keep
+   nodes with more than ``min_neighbours``, compress their distances and round them to bins.
+2. Sort int32 keys ``node * n_bins + bin`` once. Nodes stay in CSR order, so an edge's rank is its
+   position minus its node's start: no global ``unique``, no node x bin table.
+3. Entries ``(bin, table row, weight)``: one ``W(c_e, C_e)`` per edge; or, when many edges of a node
+   share a bin (fewer (node, bin) runs than ``_RUNS_FOR_V_FORM`` per edge, as in full networks with
+   thousands of neighbours per node), ``+V(c_new, C)`` and ``-V(c_old, C)`` per run, since the
+   ``W`` of a run telescope. Rows of a table of all pairs ``(c, C)``, C-major.
+4. Bins are cut into blocks of ``_BLOCK``; the (block, row) combinations that occur are numbered
+   through a boolean occupancy array, and one weighted ``bincount`` gives ``A[(block, row), bin in
+   block]``. Per block, ``dv[bins] = A_block.T @ table[rows of the block]`` (BLAS, in pieces small
+   enough for OpenBLAS to stay on one thread), with the table rows gathered a few blocks at a
+   time into a buffer that stays in cache. The table (``W`` or ``V`` for ``C <= _PAIRS_C_MAX``) is
+   cached per ``q`` grid; beyond, rows are products of two small cached tables (per ``c``, per
+   ``C``). An extra last column counts the edges per bin (``present``).
+
+Numerics: ``W = c^q (-expm1(q log1p(-1/c))) * C^{-q}`` is a product of two accurately computed
+factors (no cancellation) and has the sign of ``q``. For ``q >= 0``, ``Z`` is the forward running
+sum from ``sum_i C_i^{-q}``; for ``q < 0``, it is ``Z(L) = n_nodes`` plus the backward running sum
+of ``-dv``. With ``W`` entries every sum adds terms of one sign; a ``V`` pair of a run adds the
+run's increment as a difference of two terms no larger than the node's own term at every radius
+the sum reaches, so each partial sum keeps float64 precision either way (measured: tau agrees with
+a per-node float64 evaluation to about 1e-14, both forms agree to 2e-15 in ``z``).
+
+Speed: the temporaries live in a per-thread workspace reused across calls (bounded by
+``_WORKSPACE_BYTES``), so repeated calls do not fault in fresh pages whatever the allocator does.
 """
 
 from __future__ import annotations
+
+import threading
+from typing import Callable
 
 import numpy as np
 
@@ -25,33 +48,214 @@ from neuromfa_callback.functional.partition import PartitionSums, RadiusGrid
 
 __all__ = ["partition_sums_numpy"]
 
-_BLOCK = 16
+_BLOCK = 8  # bins per block, a power of two (8 and 16 measured best from 4 to 64 on the golden cases)
+_PAIRS_C_MAX = 256  # cache the table of all pairs up to this C (4.5 MiB at C = 128, 16 MiB at 256)
+_POWERS_C_MAX = 1 << 14  # cache the per-c and per-C tables up to this C (8 MiB each at most)
+_GATHER_ROWS = 512  # rows of W gathered at a time (256 KiB for 61 q values: stays in cache)
+_RUNS_FOR_V_FORM = 0.5  # V entries (two per run) when there are fewer (node, bin) runs than this per edge
+_BLAS_ONE_THREAD_MNK = 1 << 18  # OpenBLAS runs a GEMM with m*n*k <= 4 * 65536 on one thread
+_WORKSPACE_BYTES = 32 << 20  # per thread; a larger call allocates (and frees) its own arrays
+
+_cache: dict[tuple[str, bytes], tuple] = {}
+_cache_lock = threading.Lock()
+_local = threading.local()
 
 
-def _node_events(nid: np.ndarray, b: np.ndarray, n_nodes: int, n_bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Distinct (node, bin) pairs in node-then-bin order, with their multiplicities."""
-    flat = nid * n_bins + b
-    if n_nodes * n_bins <= 8 * flat.size + (1 << 16):
-        hist = np.bincount(flat, minlength=n_nodes * n_bins)
-        nz = np.flatnonzero(hist)
-        mult = hist[nz]
-    else:
-        nz, mult = np.unique(flat, return_counts=True)
-    ev_node = nz // n_bins
-    return ev_node, nz - ev_node * n_bins, mult
+class _Workspace:
+    """Named scratch arrays that grow on demand and are reused by later calls (one per thread)."""
+
+    def __init__(self) -> None:
+        self._arrays: dict[str, np.ndarray] = {}
+        self._bytes = 0
+
+    def _get(self, name: str, size: int, make: Callable[[int], np.ndarray]) -> np.ndarray:
+        arr = self._arrays.get(name)
+        if arr is None or arr.size < size:
+            old = 0 if arr is None else arr.nbytes
+            arr = make(max(size + size // 4, 1024))  # headroom: sizes drift from call to call
+            if self._bytes - old + arr.nbytes <= _WORKSPACE_BYTES:
+                self._arrays[name] = arr
+                self._bytes += arr.nbytes - old
+        return arr[:size]
+
+    def empty(self, name: str, size: int, dtype: type) -> np.ndarray:
+        """A 1-D array of ``size`` elements (content undefined); one dtype per name."""
+        return self._get(name, size, lambda n: np.empty(n, dtype=dtype))
+
+    def arange(self, size: int) -> np.ndarray:
+        """``np.arange(size)`` (intp), kept between calls; read only."""
+        return self._get("arange", size, lambda n: np.arange(n, dtype=np.intp))
+
+    def ones(self, size: int) -> np.ndarray:
+        """``np.ones(size)`` (float64), kept between calls; read only."""
+        return self._get("ones", size, np.ones)
 
 
-def _compact(keys: np.ndarray, space: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted distinct keys in ``[0, space)`` and each key's rank among them."""
-    if space <= 8 * keys.size + (1 << 16):
-        occ = np.zeros(space, dtype=bool)
-        occ[keys] = True
-        uniq = np.flatnonzero(occ)
-        lut = np.empty(space, dtype=np.int64)
-        lut[uniq] = np.arange(uniq.size)
-        return uniq, lut[keys]
-    uniq, inv = np.unique(keys, return_inverse=True)
-    return uniq, inv.reshape(-1)
+def _workspace() -> _Workspace:
+    ws = getattr(_local, "workspace", None)
+    if ws is None:
+        ws = _local.workspace = _Workspace()
+    return ws
+
+
+def _cached(kind: str, q: np.ndarray, c_max: int, limit: int, build: Callable[[int], tuple]) -> tuple:
+    """``build(cap)`` for some ``cap >= c_max``, cached per ``(kind, q)`` while ``cap <= limit``."""
+    key = (kind, q.tobytes())
+    hit = _cache.get(key)
+    if hit is not None and hit[0] >= c_max:
+        return hit
+    if c_max > limit:
+        return build(c_max)
+    cap = min(limit, max(64, -(-(c_max + c_max // 4) // 32) * 32))  # 25% headroom: C drifts in training
+    out = build(cap)
+    for arr in out[1:]:
+        arr.flags.writeable = False
+    with _cache_lock:
+        if len(_cache) >= 8:
+            _cache.clear()
+        _cache[key] = out
+    return out
+
+
+def _powers(q: np.ndarray, c_max: int) -> tuple[int, tuple[np.ndarray, np.ndarray], np.ndarray]:
+    """``(cap, per_c, inv_pow)`` with ``per_c[0][c - 2] = c^q - (c-1)^q`` (accurately),
+    ``per_c[1][c - 1] = c^q`` and ``inv_pow[C] = C^-q``. An extra last column (1, ``c`` and 1)
+    makes every entry count its edges: ``W`` adds 1, ``V(c_new) - V(c_old)`` adds ``c_new - c_old``."""
+
+    def build(cap: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+        log_c = np.log(np.arange(1.0, cap + 1))[:, None]
+        steps, powers, inv_pow = (np.ones((n, q.size + 1)) for n in (cap - 1, cap, cap + 1))
+        steps[:, :-1] = np.exp(q * log_c[1:]) * -np.expm1(q * np.log1p(-1.0 / np.exp(log_c[1:])))
+        powers[:, :-1] = np.exp(q * log_c)
+        powers[:, -1] = np.arange(1, cap + 1)  # V(c_new) - V(c_old) then counts c_new - c_old edges
+        inv_pow[1:, :-1] = np.exp(-q * log_c)
+        return cap, steps, powers, inv_pow
+
+    cap, steps, powers, inv_pow = _cached("powers", q, c_max, _POWERS_C_MAX, build)
+    return cap, (steps, powers), inv_pow
+
+
+def _first_rows(big_c: np.ndarray, form: int) -> np.ndarray:
+    """Table row of the smallest ``c`` of ``C``: the rows of ``C`` follow those of ``C - 1``."""
+    m = big_c - 1 + form  # form 0: W rows c = 2..C; form 1: V rows c = 1..C
+    return m * (m - 1) // 2
+
+
+def _pairs(q: np.ndarray, c_max: int, form: int) -> np.ndarray | None:
+    """For every pair ``c <= C <= c_max``, in row ``_first_rows(C) + c - 2 + form``: ``W(c, C)``
+    (form 0, ``c >= 2``) or ``V(c, C) = (c/C)^q`` (form 1). None past ``_PAIRS_C_MAX``."""
+    if c_max > _PAIRS_C_MAX:
+        return None
+
+    def build(cap: int) -> tuple[int, np.ndarray]:
+        _, per_c, inv_pow = _powers(q, cap)
+        big_c = np.arange(2 - form, cap + 1)
+        big_c = np.repeat(big_c, big_c - 1 + form)
+        row_in_c = np.arange(big_c.size) - _first_rows(big_c, form)
+        return cap, per_c[form][row_in_c] * inv_pow[big_c]
+
+    return _cached(f"pairs{form}", q, c_max, _PAIRS_C_MAX, build)[1]
+
+
+def _kept_counts(indptr: np.ndarray, lens: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Number of kept distances per node; ``keep`` ends with one extra False."""
+    counts = np.add.reduceat(keep, indptr[:-1], dtype=np.int32)
+    counts[lens == 0] = 0  # reduceat gives keep[start] for an empty node
+    return counts
+
+
+def _entries(ws: _Workspace, key: np.ndarray, bins: np.ndarray, kept_counts: np.ndarray, slot: np.ndarray):
+    """Step 3: ``(form, rows, bins, weights)`` of the entries, from the sorted ``(node, bin)`` keys.
+
+    Form 0, one ``W(c, C)`` per edge with ``c = rank + 2``; form 1, when there are fewer (node, bin)
+    runs than ``_RUNS_FOR_V_FORM`` per edge, ``+V(c_new, C)`` and ``-V(c_old, C)`` per run, with
+    ``c_new = 2 +`` the rank of its last edge and ``c_old = 1 +`` the rank of its first edge.
+    ``slot`` (one intp per edge) receives the rows of form 0.
+    """
+    n_edges = key.size
+    run = ws.empty("run", n_edges + 1, np.bool_)  # a new (node, bin) run starts here
+    run[0] = run[n_edges] = True
+    np.not_equal(key[1:], key[:-1], out=run[1:n_edges])
+    n_runs = int(np.count_nonzero(run[:n_edges]))
+    form = int(n_runs < _RUNS_FOR_V_FORM * n_edges)
+    offset = _first_rows(kept_counts + 1, form) - (np.cumsum(kept_counts) - kept_counts)  # row - position
+    if form == 0:
+        np.add(ws.arange(n_edges), np.repeat(offset, kept_counts), out=slot)
+        return form, slot, bins, ws.ones(n_edges)
+    first = np.flatnonzero(run)  # run starts, then n_edges
+    offset = np.repeat(offset, kept_counts)
+    rows = ws.empty("entries", 2 * n_runs, np.intp)
+    np.add(first[1:], offset[first[1:] - 1], out=rows[:n_runs])
+    np.add(first[:-1], offset[first[:-1]], out=rows[n_runs:])
+    weights = np.concatenate([np.ones(n_runs), np.full(n_runs, -1.0)])
+    return form, rows, np.concatenate([bins[first[:-1]]] * 2), weights
+
+
+def _columns(ws: _Workspace, slot: np.ndarray, bins: np.ndarray, weights: np.ndarray, n_slots: int):
+    """Step 4a: the occurring ``slot = block * n_rows + row`` values (sorted) and ``A[column, bin in block]``."""
+    col = ws.empty("col", slot.size, np.intp)
+    if n_slots <= 16 * slot.size + (1 << 20):
+        occupied = ws.empty("occupied", n_slots, np.bool_)
+        occupied[:] = False
+        occupied[slot] = True
+        cols = np.flatnonzero(occupied)
+        lut = ws.empty("lut", n_slots, np.intp)
+        lut[cols] = np.arange(0, cols.size * _BLOCK, _BLOCK)
+        np.take(lut, slot, out=col, mode="clip")
+    else:  # a huge pair space (thousands of neighbours per node): sort instead
+        cols, inverse = np.unique(slot, return_inverse=True)
+        np.multiply(inverse.reshape(-1), _BLOCK, out=col)
+    np.add(col, np.bitwise_and(bins, _BLOCK - 1, out=bins), out=col)
+    a = np.bincount(col, weights=weights, minlength=cols.size * _BLOCK)
+    return cols, a.reshape(cols.size, _BLOCK)
+
+
+def _products(ws: _Workspace, q: np.ndarray, c_max: int, form: int, cols: np.ndarray, a: np.ndarray, n_blocks: int):
+    """Step 4b: ``dv[bin] = sum of the bin's entries`` as ``A_block.T @ table[rows of the block]``.
+
+    Products are cut into pieces of at most ``k_max`` columns (OpenBLAS runs a GEMM with
+    ``m * n * k <= 4 * 65536`` on one thread, so a multithreaded BLAS never hands these small
+    products to helper threads); table rows are gathered for as many pieces as fit in ``rows``.
+    """
+    n_q = q.size
+    n_rows = (c_max + form) * (c_max + form - 1) // 2
+    col_block, col_row = np.divmod(cols, n_rows)
+    bounds = np.searchsorted(col_block, np.arange(n_blocks + 1)).tolist()
+    _, per_c, inv_pow = _powers(q, c_max)
+    table = _pairs(q, c_max, form)
+    if table is None:  # row of (c, C) = per_c[form][c - 2 + form] * inv_pow[C]
+        table = per_c[form]
+        first_row = _first_rows(np.arange(2 - form, c_max + 1), form)
+        col_big = np.searchsorted(first_row, col_row, side="right") + 1 - form
+        col_row = col_row - first_row[col_big - 2 + form]
+    k_max = max(1, _BLAS_ONE_THREAD_MNK // (_BLOCK * (n_q + 1)))
+    pieces = [
+        (k, start, min(start + k_max, bounds[k + 1]))
+        for k in range(n_blocks)
+        for start in range(bounds[k], bounds[k + 1], k_max)
+    ]
+    width = max(_GATHER_ROWS, k_max)
+    rows = ws.empty("rows", width * (n_q + 1), np.float64).reshape(width, n_q + 1)
+    dv = np.zeros((n_blocks * _BLOCK, n_q + 1))
+    part = np.empty((_BLOCK, n_q + 1))
+    i = 0
+    while i < len(pieces):
+        lo, j = pieces[i][1], i + 1
+        while j < len(pieces) and pieces[j][2] - lo <= width:
+            j += 1
+        hi = pieces[j - 1][2]
+        w = np.take(table, col_row[lo:hi], axis=0, out=rows[: hi - lo], mode="clip")
+        if table is per_c[form]:
+            factor = ws.empty("factor", (hi - lo) * (n_q + 1), np.float64).reshape(hi - lo, n_q + 1)
+            w *= np.take(inv_pow, col_big[lo:hi], axis=0, out=factor, mode="clip")
+        for k, start, stop in pieces[i:j]:
+            out = dv[k * _BLOCK : (k + 1) * _BLOCK]
+            if start == bounds[k]:
+                np.matmul(a[start:stop].T, w[start - lo : stop - lo], out=out)
+            else:
+                out += np.matmul(a[start:stop].T, w[start - lo : stop - lo], out=part)
+        i = j
+    return dv, inv_pow
 
 
 def partition_sums_numpy(
@@ -66,95 +270,74 @@ def partition_sums_numpy(
     Args:
         indptr: int64 array, ``n + 1`` offsets.
         distances: float64 array of distances ``1/|w|``.
-        q: float64 moment orders.
+        q: float64 moment orders, strictly increasing (as :func:`validate_q` returns them).
         grid: the radius grid (threshold and rounding).
         min_neighbours: a node is kept if it has MORE than this many kept distances.
     """
     q = np.asarray(q, dtype=np.float64)
-    n_bins = grid.size
+    if indptr.size < 2:
+        return PartitionSums.empty(q, grid, min_neighbours)
+    ws = _workspace()
+    n_q, n_dist = q.size, distances.size
+    n_bins, lo_bin = grid.size, grid.lo
+
+    # 1. Kept distances and nodes; bins.
+    keep = ws.empty("keep", n_dist + 1, np.bool_)
+    mask = ws.empty("mask", n_dist, np.bool_)
+    np.greater(distances, 1.0, out=keep[:n_dist])
+    np.less_equal(distances, grid.threshold, out=mask)
+    np.logical_and(keep[:n_dist], mask, out=keep[:n_dist])
+    keep[n_dist] = False
     lens = np.diff(indptr)
-    keep = (distances > 1.0) & (distances <= grid.threshold)
-    csum = np.zeros(distances.size + 1, dtype=np.int64)
-    np.cumsum(keep, out=csum[1:])
-    counts = csum[indptr[1:]] - csum[indptr[:-1]]
+    counts = _kept_counts(indptr, lens, keep)
     node_ok = counts > min_neighbours
-    kept_counts = counts[node_ok]
+    kept_counts = counts[node_ok].astype(np.int64)
     n_nodes = int(kept_counts.size)
     if n_nodes == 0:
         return PartitionSums.empty(q, grid, min_neighbours)
+    np.logical_and(keep[:n_dist], np.repeat(node_ok, lens), out=mask)
+    n_edges = int(kept_counts.sum())
+    d = np.take(distances, np.flatnonzero(mask), out=ws.empty("d", n_edges, np.float64), mode="clip")
+    scratch = ws.empty("col", n_edges, np.intp).view(np.float64)  # col holds floats until step 4
+    rounded = np.rint(np.multiply(d, grid.scale, out=scratch) if grid.decimals else d, out=scratch)
+    weight_sum = float(np.reciprocal(d, out=d).sum())
 
-    d = distances[keep & np.repeat(node_ok, lens)]
-    b = np.rint(d * grid.scale) if grid.decimals else np.rint(d)
-    b = b.astype(np.int64) - grid.lo
-    present = np.zeros(n_bins, dtype=bool)
-    present[b] = True
+    # 2. Sort (node, bin) keys; ranks follow from the node offsets.
+    wide = n_nodes * n_bins >= 2**31
+    key = ws.empty("key64" if wide else "key", n_edges, np.int64 if wide else np.int32)
+    np.subtract(rounded, lo_bin, out=key, casting="unsafe")
+    node_base = np.repeat(np.arange(0, n_nodes * n_bins, n_bins, dtype=key.dtype), kept_counts)
+    np.add(key, node_base, out=key)
+    key.sort()
+    bins = np.subtract(key, node_base, out=node_base)
 
-    nid = np.repeat(np.arange(n_nodes, dtype=np.int64), kept_counts)
-    ev_node, ev_bin, mult = _node_events(nid, b, n_nodes, n_bins)
-    start = np.cumsum(kept_counts) - kept_counts
-    c_new = np.cumsum(mult) - start[ev_node] + 1
-    c_old = c_new - mult
-    big_c = kept_counts + 1
+    # 3. Entries, 4. columns (block, row) and products per block.
+    c_max = int(kept_counts.max()) + 1
+    n_blocks = -(-n_bins // _BLOCK)
+    form, slot, bins, weights = _entries(ws, key, bins, kept_counts, d.view(np.intp))  # d is spent
+    n_rows = (c_max + form) * (c_max + form - 1) // 2  # _first_rows(c_max + 1, form)
+    block = ws.empty("col", slot.size, np.intp)
+    np.add(slot, np.multiply(np.right_shift(bins, _BLOCK.bit_length() - 1, out=block), n_rows, out=block), out=slot)
+    cols, a = _columns(ws, slot, bins, weights, n_blocks * n_rows)
+    dv, inv_pow = _products(ws, q, c_max, form, cols, a, n_blocks)
 
-    # Pair (c, C) -> key = off[C] + c - 1, one slot per c in 1..C for each C that occurs.
-    c_max = int(big_c.max())
-    c_seen = np.zeros(c_max + 1, dtype=bool)
-    c_seen[big_c] = True
-    c_vals = np.flatnonzero(c_seen)
-    off = np.zeros(c_max + 1, dtype=np.int64)
-    off[c_vals] = np.cumsum(c_vals) - c_vals
-    key_space = int(c_vals.sum())
-    ev_off = off[big_c[ev_node]] - 1
-
-    n_ev = ev_bin.size
-    bins = np.empty(2 * n_ev + n_nodes, dtype=np.int64)
-    keys = np.empty_like(bins)
-    bins[:n_ev] = ev_bin
-    bins[n_ev : 2 * n_ev] = ev_bin
-    bins[2 * n_ev :] = 0
-    keys[:n_ev] = ev_off + c_new
-    keys[n_ev : 2 * n_ev] = ev_off + c_old
-    keys[2 * n_ev :] = off[big_c]  # every node starts at c = 1
-    weights = np.ones(bins.size, dtype=np.float64)
-    weights[n_ev : 2 * n_ev] = -1.0
-
-    block = bins // _BLOCK
-    cols, col_of_entry = _compact(block * key_space + keys, (n_bins // _BLOCK + 1) * key_space)
-    n_cols = cols.size
-    delta = np.bincount(col_of_entry * _BLOCK + (bins - block * _BLOCK), weights=weights, minlength=n_cols * _BLOCK)
-    delta = delta.reshape(n_cols, _BLOCK)
-
-    col_block = cols // key_space
-    col_key = cols - col_block * key_space
-    key_c = np.arange(key_space, dtype=np.int64) - np.repeat(off[c_vals], c_vals) + 1
-    key_big = np.repeat(c_vals, c_vals)
-    # (c / C)^q = c^q * C^-q from two small tables: c_max * Q exponentials instead of one per pair.
-    pow_c = np.exp(np.multiply.outer(np.log(np.arange(1, c_max + 1, dtype=np.float64)), q))
-    pair_keys, pair_of_col = _compact(col_key, key_space)
-    v_pairs = pow_c[key_c[pair_keys] - 1] / pow_c[key_big[pair_keys] - 1]
-
-    dv = np.zeros(((n_bins // _BLOCK + 1) * _BLOCK, q.size))
-    bounds = np.searchsorted(col_block, np.arange(n_bins // _BLOCK + 2))
-    for blk in np.flatnonzero(bounds[1:] > bounds[:-1]):
-        lo, hi = bounds[blk], bounds[blk + 1]
-        dv[blk * _BLOCK : (blk + 1) * _BLOCK] = delta[lo:hi].T @ v_pairs[pair_of_col[lo:hi]]  # small gathers
-    dv = dv[:n_bins]
-
-    z = np.cumsum(dv, axis=0)
-    neg = q < 0
-    if neg.any():
-        tail = np.cumsum(dv[::-1, neg], axis=0)[::-1]  # tail[k] = sum over k' >= k
-        z_neg = np.full((n_bins, int(neg.sum())), float(n_nodes))
-        z_neg[:-1] -= tail[1:]
-        z[:, neg] = z_neg
+    # Running sums: forward for q >= 0, backward from Z(L) = n_nodes for q < 0.
+    z = np.empty((n_bins, n_q))
+    j0 = int(np.searchsorted(q, 0.0))  # q[:j0] < 0 <= q[j0:]
+    np.cumsum(dv[:n_bins, j0:n_q], axis=0, out=z[:, j0:])
+    z[:, j0:] += np.bincount(kept_counts + 1, minlength=c_max + 1).astype(np.float64) @ inv_pow[: c_max + 1, j0:n_q]
+    if j0:
+        tail = np.cumsum(dv[n_bins - 1 : 0 : -1, :j0], axis=0)  # tail[k] = dv[n_bins-1-k:].sum(0)
+        np.subtract(float(n_nodes), tail[::-1], out=z[:-1, :j0])
+        z[-1, :j0] = n_nodes
     return PartitionSums(
         q=q,
         grid=grid,
         z=z,
-        present=present,
+        present=dv[:n_bins, n_q] > 0,
         n_nodes=n_nodes,
-        n_edges=int(d.size),
+        n_edges=n_edges,
         min_neighbours=min_neighbours,
         backend="numpy",
-        weight_sum=float(np.sum(1.0 / d)),
+        weight_sum=weight_sum,
     )

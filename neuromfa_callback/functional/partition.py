@@ -13,6 +13,7 @@ be combined by adding ``z`` and OR-ing ``present``; the fit (``functional.spectr
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,17 +39,17 @@ class RadiusGrid:
         """``10**decimals``: a distance ``d`` falls in bin ``rint(d * scale)``."""
         return float(10.0**self.decimals)
 
-    @property
+    @functools.cached_property
     def lo(self) -> int:
         """Smallest bin index a kept distance (``d > 1``) can round to."""
         return int(np.rint(np.nextafter(1.0, 2.0) * self.scale))
 
-    @property
+    @functools.cached_property
     def hi(self) -> int:
         """Largest bin index a kept distance (``d <= threshold``) can round to."""
         return int(np.rint(self.threshold * self.scale))
 
-    @property
+    @functools.cached_property
     def size(self) -> int:
         """Number of grid points."""
         return self.hi - self.lo + 1

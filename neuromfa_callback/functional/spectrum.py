@@ -47,7 +47,11 @@ def default_q() -> np.ndarray:
         >>> q.size, float(q[0]), float(q[30]), float(q[-1])
         (61, -3.0, 0.0, 3.0)
     """
-    return np.round(np.arange(-30, 31) * 0.1, 1)
+    return _DEFAULT_Q.copy()
+
+
+_DEFAULT_Q = np.round(np.arange(-30, 31) * 0.1, 1)
+_DEFAULT_Q.flags.writeable = False
 
 
 def validate_q(q: Any) -> np.ndarray:
@@ -184,10 +188,10 @@ def spectrum_from_partition(part: PartitionSums) -> Spectrum:
     radii = part.grid.radii[idx]
     x = np.log(radii / radii[-1])
     log_z = np.log(part.z[idx])
-    xc = x - x.mean()
-    tau = xc @ (log_z - log_z.mean(axis=0)) / (xc @ xc)
+    xc = x - x.sum() / x.size  # the means as np.mean computes them, without its Python-level overhead
+    tau = xc @ (log_z - log_z.sum(axis=0) / idx.size) / (xc @ xc)
     q = part.q
-    alpha = np.diff(tau) / np.diff(q)
+    alpha = (tau[1:] - tau[:-1]) / (q[1:] - q[:-1])
     f_alpha = q[:-1] * alpha - tau[:-1]
     return Spectrum(
         q=q,
