@@ -169,8 +169,14 @@ def compute_partition(
     grid: RadiusGrid,
     min_neighbours: int,
     backend: str,
-) -> PartitionSums:
-    """Validate the CSR input, pick the backend and compute the partition sums."""
+    groups: np.ndarray | None = None,
+    n_groups: int = 1,
+) -> PartitionSums | tuple[PartitionSums, ...]:
+    """Validate the CSR input, pick the backend and compute the partition sums.
+
+    With ``groups`` (the group of every node, ints in ``[0, n_groups)``), a tuple of the partition
+    sums of each group: one pass on NumPy, one call per group elsewhere.
+    """
     name = resolve_backend(backend, distances)
     ip, ds = validate_csr(indptr, distances)
     if name == "numpy":
@@ -178,7 +184,9 @@ def compute_partition(
 
         if _is_tensor(ds):
             ip, ds = ip.cpu().numpy(), ds.cpu().numpy()
-        return partition_sums_numpy(ip, ds, q, grid, min_neighbours)
+        return partition_sums_numpy(ip, ds, q, grid, min_neighbours, groups, n_groups)
+    if groups is not None:
+        return tuple(_group_csr(ip, ds, groups, g, q, grid, min_neighbours, name) for g in range(n_groups))
     if name == "torch":
         import torch
 
@@ -190,3 +198,22 @@ def compute_partition(
     from neuromfa_callback.backends.cupy_backend import partition_sums_cupy
 
     return partition_sums_cupy(ip, ds, q, grid, min_neighbours)
+
+
+def _group_csr(ip: Any, ds: Any, groups: np.ndarray, g: int, q: np.ndarray, grid: RadiusGrid, min_neighbours: int,
+               name: str) -> PartitionSums:
+    """The partition sums of group ``g``'s nodes alone (their CSR rows cut out)."""
+    nodes = np.flatnonzero(np.asarray(groups) == g)
+    if nodes.size == 0:
+        return PartitionSums.empty(q, grid, min_neighbours, backend=name)
+    ipn = ip.cpu().numpy() if _is_tensor(ip) else np.asarray(ip)
+    lens = ipn[nodes + 1] - ipn[nodes]
+    take = np.concatenate([np.arange(a, b) for a, b in zip(ipn[nodes], ipn[nodes + 1])]) if lens.sum() else np.zeros(0, dtype=np.int64)
+    sub_ip = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+    if _is_tensor(ds):
+        import torch
+
+        sub_ds, sub_ip = ds[torch.as_tensor(take, device=ds.device)], torch.as_tensor(sub_ip, device=ds.device)
+    else:
+        sub_ds = ds[take]
+    return compute_partition(sub_ip, sub_ds, q=q, grid=grid, min_neighbours=min_neighbours, backend=name)

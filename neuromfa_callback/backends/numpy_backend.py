@@ -191,8 +191,11 @@ def _entries(ws: _Workspace, key: np.ndarray, bins: np.ndarray, kept_counts: np.
     return form, rows, np.concatenate([bins[first[:-1]]] * 2), weights
 
 
-def _columns(ws: _Workspace, slot: np.ndarray, bins: np.ndarray, weights: np.ndarray, n_slots: int):
-    """Step 4a: the occurring ``slot = block * n_rows + row`` values (sorted) and ``A[column, bin in block]``."""
+def _columns(ws: _Workspace, slot: np.ndarray, bins: np.ndarray, weights: np.ndarray, n_slots: int, width: int = _BLOCK):
+    """Step 4a: the occurring ``slot = block * n_rows + row`` values (sorted) and ``A[column, sub]``.
+
+    ``bins`` holds each entry's position in its block (``bin % _BLOCK``, plus ``group * _BLOCK`` with
+    groups), ``width`` the positions per block (``_BLOCK``, times the number of groups)."""
     col = ws.empty("col", slot.size, np.intp)
     if n_slots <= 16 * slot.size + (1 << 20):
         occupied = ws.empty("occupied", n_slots, np.bool_)
@@ -200,18 +203,19 @@ def _columns(ws: _Workspace, slot: np.ndarray, bins: np.ndarray, weights: np.nda
         occupied[slot] = True
         cols = np.flatnonzero(occupied)
         lut = ws.empty("lut", n_slots, np.intp)
-        lut[cols] = np.arange(0, cols.size * _BLOCK, _BLOCK)
+        lut[cols] = np.arange(0, cols.size * width, width)
         np.take(lut, slot, out=col, mode="clip")
     else:  # a huge pair space (thousands of neighbours per node): sort instead
         cols, inverse = np.unique(slot, return_inverse=True)
-        np.multiply(inverse.reshape(-1), _BLOCK, out=col)
-    np.add(col, np.bitwise_and(bins, _BLOCK - 1, out=bins), out=col)
-    a = np.bincount(col, weights=weights, minlength=cols.size * _BLOCK)
-    return cols, a.reshape(cols.size, _BLOCK)
+        np.multiply(inverse.reshape(-1), width, out=col)
+    np.add(col, bins, out=col)
+    a = np.bincount(col, weights=weights, minlength=cols.size * width)
+    return cols, a.reshape(cols.size, width)
 
 
 def _products(ws: _Workspace, q: np.ndarray, c_max: int, form: int, cols: np.ndarray, a: np.ndarray, n_blocks: int):
-    """Step 4b: ``dv[bin] = sum of the bin's entries`` as ``A_block.T @ table[rows of the block]``.
+    """Step 4b: ``dv[bin] = sum of the bin's entries`` as ``A_block.T @ table[rows of the block]``
+    (``A``'s width: ``_BLOCK`` bins, times the number of groups; ``dv`` is block-major).
 
     Products are cut into pieces of at most ``k_max`` columns (OpenBLAS runs a GEMM with
     ``m * n * k <= 4 * 65536`` on one thread, so a multithreaded BLAS never hands these small
@@ -228,20 +232,21 @@ def _products(ws: _Workspace, q: np.ndarray, c_max: int, form: int, cols: np.nda
         first_row = _first_rows(np.arange(2 - form, c_max + 1), form)
         col_big = np.searchsorted(first_row, col_row, side="right") + 1 - form
         col_row = col_row - first_row[col_big - 2 + form]
-    k_max = max(1, _BLAS_ONE_THREAD_MNK // (_BLOCK * (n_q + 1)))
+    width = a.shape[1]
+    k_max = max(1, _BLAS_ONE_THREAD_MNK // (width * (n_q + 1)))
     pieces = [
         (k, start, min(start + k_max, bounds[k + 1]))
         for k in range(n_blocks)
         for start in range(bounds[k], bounds[k + 1], k_max)
     ]
-    width = max(_GATHER_ROWS, k_max)
-    rows = ws.empty("rows", width * (n_q + 1), np.float64).reshape(width, n_q + 1)
-    dv = np.zeros((n_blocks * _BLOCK, n_q + 1))
-    part = np.empty((_BLOCK, n_q + 1))
+    gather = max(_GATHER_ROWS, k_max)
+    rows = ws.empty("rows", gather * (n_q + 1), np.float64).reshape(gather, n_q + 1)
+    dv = np.zeros((n_blocks * width, n_q + 1))
+    part = np.empty((width, n_q + 1))
     i = 0
     while i < len(pieces):
         lo, j = pieces[i][1], i + 1
-        while j < len(pieces) and pieces[j][2] - lo <= width:
+        while j < len(pieces) and pieces[j][2] - lo <= gather:
             j += 1
         hi = pieces[j - 1][2]
         w = np.take(table, col_row[lo:hi], axis=0, out=rows[: hi - lo], mode="clip")
@@ -249,7 +254,7 @@ def _products(ws: _Workspace, q: np.ndarray, c_max: int, form: int, cols: np.nda
             factor = ws.empty("factor", (hi - lo) * (n_q + 1), np.float64).reshape(hi - lo, n_q + 1)
             w *= np.take(inv_pow, col_big[lo:hi], axis=0, out=factor, mode="clip")
         for k, start, stop in pieces[i:j]:
-            out = dv[k * _BLOCK : (k + 1) * _BLOCK]
+            out = dv[k * width : (k + 1) * width]
             if start == bounds[k]:
                 np.matmul(a[start:stop].T, w[start - lo : stop - lo], out=out)
             else:
@@ -264,7 +269,9 @@ def partition_sums_numpy(
     q: np.ndarray,
     grid: RadiusGrid,
     min_neighbours: int,
-) -> PartitionSums:
+    groups: np.ndarray | None = None,
+    n_groups: int = 1,
+) -> PartitionSums | tuple[PartitionSums, ...]:
     """Partition sums of a CSR distance network (inputs already validated).
 
     Args:
@@ -273,10 +280,19 @@ def partition_sums_numpy(
         q: float64 moment orders, strictly increasing (as :func:`validate_q` returns them).
         grid: the radius grid (threshold and rounding).
         min_neighbours: a node is kept if it has MORE than this many kept distances.
+        groups: optional group of every node (ints in ``[0, n_groups)``): then the partition sums of
+            each group are returned, from ONE pass (the groups extend the bin axis: group ``g``'s bins
+            follow group ``g - 1``'s), equal to separate calls on each group's nodes.
+        n_groups: number of groups.
+
+    Returns:
+        :class:`PartitionSums`, or a tuple of them (one per group) when ``groups`` is given.
     """
     q = np.asarray(q, dtype=np.float64)
+    n_g = 1 if groups is None else int(n_groups)
+    empty = PartitionSums.empty(q, grid, min_neighbours)
     if indptr.size < 2:
-        return PartitionSums.empty(q, grid, min_neighbours)
+        return empty if groups is None else (empty,) * n_g
     ws = _workspace()
     n_q, n_dist = q.size, distances.size
     n_bins, lo_bin = grid.size, grid.lo
@@ -294,13 +310,16 @@ def partition_sums_numpy(
     kept_counts = counts[node_ok].astype(np.int64)
     n_nodes = int(kept_counts.size)
     if n_nodes == 0:
-        return PartitionSums.empty(q, grid, min_neighbours)
+        return empty if groups is None else (empty,) * n_g
+    node_group = np.zeros(n_nodes, dtype=np.int64) if groups is None else np.asarray(groups, dtype=np.int64)[node_ok]
     np.logical_and(keep[:n_dist], np.repeat(node_ok, lens), out=mask)
     n_edges = int(kept_counts.sum())
     d = np.take(distances, np.flatnonzero(mask), out=ws.empty("d", n_edges, np.float64), mode="clip")
     scratch = ws.empty("col", n_edges, np.intp).view(np.float64)  # col holds floats until step 4
     rounded = np.rint(np.multiply(d, grid.scale, out=scratch) if grid.decimals else d, out=scratch)
-    weight_sum = float(np.reciprocal(d, out=d).sum())
+    edge_group = np.repeat(node_group, kept_counts) if n_g > 1 else None
+    np.reciprocal(d, out=d)
+    weight_sums = np.bincount(edge_group, weights=d, minlength=n_g) if n_g > 1 else np.array([d.sum()])
 
     # 2. Sort (node, bin) keys; ranks follow from the node offsets.
     wide = n_nodes * n_bins >= 2**31
@@ -310,34 +329,38 @@ def partition_sums_numpy(
     np.add(key, node_base, out=key)
     key.sort()
     bins = np.subtract(key, node_base, out=node_base)
+    n_blocks = -(-n_bins // _BLOCK)
+    n_pad = n_blocks * _BLOCK
+    if edge_group is not None:  # group g's bins follow group g - 1's, whole blocks apart
+        bins = bins.astype(np.intp) + edge_group * n_pad
 
     # 3. Entries, 4. columns (block, row) and products per block.
     c_max = int(kept_counts.max()) + 1
-    n_blocks = -(-n_bins // _BLOCK)
     form, slot, bins, weights = _entries(ws, key, bins, kept_counts, d.view(np.intp))  # d is spent
     n_rows = (c_max + form) * (c_max + form - 1) // 2  # _first_rows(c_max + 1, form)
     block = ws.empty("col", slot.size, np.intp)
     np.add(slot, np.multiply(np.right_shift(bins, _BLOCK.bit_length() - 1, out=block), n_rows, out=block), out=slot)
-    cols, a = _columns(ws, slot, bins, weights, n_blocks * n_rows)
-    dv, inv_pow = _products(ws, q, c_max, form, cols, a, n_blocks)
+    cols, a = _columns(ws, slot, np.bitwise_and(bins, _BLOCK - 1, out=bins), weights, n_g * n_blocks * n_rows)
+    dv, inv_pow = _products(ws, q, c_max, form, cols, a, n_g * n_blocks)
+    dv = dv.reshape(n_g, n_pad, n_q + 1)[:, :n_bins]
 
-    # Running sums: forward for q >= 0, backward from Z(L) = n_nodes for q < 0.
-    z = np.empty((n_bins, n_q))
+    # Running sums per group: forward for q >= 0, backward from Z(L) = n_nodes for q < 0.
     j0 = int(np.searchsorted(q, 0.0))  # q[:j0] < 0 <= q[j0:]
-    np.cumsum(dv[:n_bins, j0:n_q], axis=0, out=z[:, j0:])
-    z[:, j0:] += np.bincount(kept_counts + 1, minlength=c_max + 1).astype(np.float64) @ inv_pow[: c_max + 1, j0:n_q]
+    nodes_in = np.bincount(node_group, minlength=n_g)
+    edges_in = np.bincount(node_group, weights=kept_counts, minlength=n_g)
+    starts = np.bincount(node_group * (c_max + 1) + kept_counts + 1, minlength=n_g * (c_max + 1)).reshape(n_g, c_max + 1)
+    z = np.empty((n_g, n_bins, n_q))
+    np.cumsum(dv[:, :, j0:n_q], axis=1, out=z[:, :, j0:])
+    z[:, :, j0:] += (starts.astype(np.float64) @ inv_pow[: c_max + 1, j0:n_q])[:, None, :]
     if j0:
-        tail = np.cumsum(dv[n_bins - 1 : 0 : -1, :j0], axis=0)  # tail[k] = dv[n_bins-1-k:].sum(0)
-        np.subtract(float(n_nodes), tail[::-1], out=z[:-1, :j0])
-        z[-1, :j0] = n_nodes
-    return PartitionSums(
-        q=q,
-        grid=grid,
-        z=z,
-        present=dv[:n_bins, n_q] > 0,
-        n_nodes=n_nodes,
-        n_edges=n_edges,
-        min_neighbours=min_neighbours,
-        backend="numpy",
-        weight_sum=weight_sum,
-    )
+        tail = np.cumsum(dv[:, n_bins - 1 : 0 : -1, :j0], axis=1)  # tail[g, k] = dv[g, n_bins-1-k:].sum(0)
+        np.subtract(nodes_in[:, None, None].astype(np.float64), tail[:, ::-1], out=z[:, :-1, :j0])
+        z[:, -1, :j0] = nodes_in[:, None]
+    out = [
+        PartitionSums(q=q, grid=grid, z=z[g], present=dv[g, :, n_q] > 0, n_nodes=int(nodes_in[g]),
+                      n_edges=int(edges_in[g]), min_neighbours=min_neighbours, backend="numpy",
+                      weight_sum=float(weight_sums[g]))
+        if nodes_in[g] else empty
+        for g in range(n_g)
+    ]
+    return out[0] if groups is None else tuple(out)

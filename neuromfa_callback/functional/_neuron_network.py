@@ -209,12 +209,14 @@ class NeuronNetwork:
         for j0 in range(0, b.n_nodes, step):
             yield abs_scaled_columns(weights, b.scales, j0, min(b.n_nodes, j0 + step))
 
-    def _pieces(self, depth: int | None = None) -> Iterator[Any]:
-        """``|w| * scale`` in float64, node-major ``(k nodes, n_out)``, chunk by chunk of columns."""
+    def _pieces(self, depth: int | None = None, labelled: bool = False) -> Iterator[Any]:
+        """``|w| * scale`` in float64, node-major ``(k nodes, n_out)``, chunk by chunk of columns
+        (``labelled``: ``(piece, depth)`` pairs)."""
         self.synchronize()
         for i, b in enumerate(self.blocks):
             if depth is None or b.depth == depth:
-                yield from self._block_pieces(i, b)
+                for piece in self._block_pieces(i, b):
+                    yield (piece, b.depth) if labelled else piece
 
     def _kernel_blocks(self, depth: int | None) -> list[MatrixBlock]:
         """The blocks with plain ``rows x nodes`` tensors for the CuPy kernel, which reads them in place
@@ -247,18 +249,26 @@ class NeuronNetwork:
             return partition_blocks_cupy(blocks, q, grid, min_neighbours)
         return self._stream(self._pieces(depth), q, grid, min_neighbours, backend)
 
-    def _stream(self, pieces: Iterator[Any], q: np.ndarray, grid: Any, min_neighbours: int, backend: str) -> PartitionSums:
+    def _stream(self, pieces: Iterator[Any], q: np.ndarray, grid: Any, min_neighbours: int, backend: str,
+                n_groups: int | None = None) -> Any:
+        """Engine calls on CSR pieces gathered up to the chunk budget; the sums added up. With ``n_groups``,
+        ``pieces`` yields ``(piece, group)`` and the result is one :class:`PartitionSums` per group."""
         from neuromfa_callback.backends import compute_partition
 
-        total = PartitionSums.empty(q, grid, min_neighbours, backend=backend)
+        grouped = n_groups is not None
+        totals = [PartitionSums.empty(q, grid, min_neighbours, backend=backend) for _ in range(n_groups or 1)]
         pending: list[Any] = []
+        labels: list[np.ndarray] = []
         size = 0
         while True:
-            piece = next(pieces, None)
-            if piece is not None:
+            item = next(pieces, None)
+            if item is not None:
+                piece = item[0] if grouped else item
                 pending.append(piece)
+                if grouped:
+                    labels.append(np.full(piece.shape[0], item[1], dtype=np.int64))
                 size += piece.shape[0] * piece.shape[1]
-            if pending and (piece is None or size >= self._chunk()):
+            if pending and (item is None or size >= self._chunk()):
                 indptr, dist = csr_of(pending, drop_zeros=False)
                 name = backend
                 if isinstance(dist, np.ndarray):
@@ -268,19 +278,26 @@ class NeuronNetwork:
                         indptr, dist = torch.from_numpy(indptr), torch.from_numpy(dist)
                 elif backend == "numpy":
                     indptr, dist = indptr.cpu().numpy(), dist.cpu().numpy()
-                total = total + compute_partition(indptr, dist, q=q, grid=grid, min_neighbours=min_neighbours, backend=name)
-                pending, size = [], 0
-            if piece is None:
-                return total
+                kw = {"groups": np.concatenate(labels), "n_groups": n_groups} if grouped else {}
+                parts = compute_partition(indptr, dist, q=q, grid=grid, min_neighbours=min_neighbours, backend=name, **kw)
+                totals = [t + p for t, p in zip(totals, parts if grouped else (parts,))]
+                pending, labels, size = [], [], 0
+            if item is None:
+                return tuple(totals) if grouped else totals[0]
 
     @torch.no_grad()
     def partition_by_depth(
         self, q: Any = None, threshold: float = 150.0, decimals: int = 0, min_neighbours: int = 10, backend: str = "auto"
     ) -> tuple[PartitionSums, ...]:
-        """Partition sums of the nodes of each depth (one entry per :attr:`depth_names`); they add up to
-        :meth:`partition` exactly, since partition sums are sums over nodes."""
+        """Partition sums of the nodes of each depth (one entry per :attr:`depth_names`), from one pass over
+        the network (the NumPy engine takes the depth of every node); they add up to :meth:`partition`,
+        since partition sums are sums over nodes."""
         q, grid, min_neighbours = _validated_params(q, threshold, decimals, min_neighbours, backend)
-        return tuple(self._group(d, q, grid, min_neighbours, backend) for d in range(self.n_depths))
+        from neuromfa_callback.backends import check_backend
+
+        if check_backend(backend, self.device) == "cupy":  # the kernel: one call per depth's blocks
+            return tuple(self._group(d, q, grid, min_neighbours, backend) for d in range(self.n_depths))
+        return self._stream(self._pieces(labelled=True), q, grid, min_neighbours, backend, n_groups=self.n_depths)
 
     @torch.no_grad()
     def partition(
