@@ -54,7 +54,7 @@ class NeuroMFACallback(Callback):
         log_per_depth: also log one scalar per depth (``neuromfa/depth/<name>/alpha0``, ...).
         prefix: metric-name prefix.
         **kwargs: the snapshot options of :class:`~neuromfa_callback.monitor.SnapshotMonitor`
-            (``scale_control=True``, ``history_path=None``, ``asynchronous=True``, ``on_error="warn"``,
+            (``scale_control=True``, ``history_path=None``, ``asynchronous="auto"``, ``on_error="warn"``,
             ``history_window=512``) and the analysis options of
             :class:`~neuromfa_callback.NeuroMFAOptions` (``samples=10``, ``neurons_per_layer=32``,
             ``full=False``, ``null=0``, ``architecture="auto"``, ``module=None`` (an attribute path of
@@ -174,6 +174,7 @@ class NeuroMFACallback(Callback):
         if self._disabled:
             return
         self._resumed = self.monitor.resumed  # from the checkpoint state: the same on every rank
+        self.monitor.start_worker(pl_module)  # the analysis process starts while the first step runs
         self.monitor.start_history(trainer.global_step)
         self.monitor.begin_discovery(pl_module)  # removed after the first forward pass, before the first step
         self._discovering = True

@@ -174,6 +174,7 @@ class NeuroMFATrainerCallback(TrainerCallback, ExportableState):
             self.monitor.load_state_dict(restored)
         self._resumed = self.monitor.resumed
         self.monitor.check_model(model)
+        self.monitor.start_worker(model)
         self.monitor.start_history(state.global_step)
         self._handler = _find_handler(self)
         self.monitor.begin_discovery(model)

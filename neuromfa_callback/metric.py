@@ -149,6 +149,20 @@ class NeuroMFA(Metric):
             arrays[k] = arrays[k] > 0
         return NeuroMFAState(self.options, self.depth_names, **arrays, backend=self._backend)
 
+    def load_state(self, state: NeuroMFAState, family: str = "generic") -> None:
+        """Add a :class:`~neuromfa_callback.functional.neuromfa.NeuroMFAState` computed elsewhere (another
+        process) to this metric's state, as ``update`` would have."""
+        self._set_depths(state.depth_names, family)
+        self._add_state(state)
+
+    def _add_state(self, state: NeuroMFAState) -> None:
+        self._backend = self._backend or state.backend
+        dev = self.z.device
+        for k in (*_DEPTH_STATES, *_NULL_STATES, "updated"):
+            value = torch.as_tensor(getattr(state, k), dtype=torch.float64, device=dev)
+            current = getattr(self, k)
+            setattr(self, k, torch.maximum(current, value) if k.startswith(("present", "updated")) else current + value)
+
     def update(self, source: Any) -> None:
         """Analyse a model or a layout (every local seed), a ``NeuronNetwork``, or a sequence of networks."""
         from neuromfa_callback.architectures import Layout
@@ -168,13 +182,7 @@ class NeuroMFA(Metric):
                         f"got {type(net).__name__}"
                     )
                 self._set_depths(net.depth_names, net.family)
-        state = _neuromfa_update(NeuroMFAState.empty(self.options, self.depth_names), nets)
-        self._backend = self._backend or state.backend
-        dev = self.z.device
-        for k in (*_DEPTH_STATES, *_NULL_STATES, "updated"):
-            value = torch.as_tensor(getattr(state, k), dtype=torch.float64, device=dev)
-            current = getattr(self, k)
-            setattr(self, k, torch.maximum(current, value) if k.startswith(("present", "updated")) else current + value)
+        self._add_state(_neuromfa_update(NeuroMFAState.empty(self.options, self.depth_names), nets))
 
     # ---------------------------------------------------------------------------------- compute
     def compute_analysis(self) -> ModelAnalysis:

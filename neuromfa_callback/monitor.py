@@ -7,8 +7,8 @@ weights); without that pass, :func:`~neuromfa_callback.architectures.resolve` fi
 
 Training thread: :meth:`~SnapshotMonitor.snapshot` gathers the sampled weights (small submatrices,
 copied to CPU; from CUDA through pinned memory with non-blocking copies and one event per source
-device) and queues the analysis. One worker thread (:mod:`neuromfa_callback._worker`: bounded thread
-budget, lowest scheduling priority) computes partition sums. :meth:`~SnapshotMonitor.drain`, called
+device) and queues the analysis. One worker process (:mod:`neuromfa_callback._worker`: one thread,
+lowest scheduling priority, no GIL shared with training) computes partition sums. :meth:`~SnapshotMonitor.drain`, called
 from the training thread at the next hook, turns finished analyses into records, in step order,
 appends them to the history file, and hands them to the caller for logging. In a distributed run
 the ranks split the samples, and records are finalised only at points every rank reaches (the next
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import logging
+import os
 import time
 import traceback
 import warnings
@@ -33,8 +34,9 @@ from typing import Any
 
 import torch
 
+from neuromfa_callback._analysis import SnapshotAnalysis as _Analysis
 from neuromfa_callback._checks import check_choice, check_int
-from neuromfa_callback._dist import distributed, is_rank_zero, sync_device
+from neuromfa_callback._dist import distributed, is_rank_zero, rank_and_world, sync_device
 from neuromfa_callback.functional.neuromfa import NeuroMFAOptions
 from neuromfa_callback.functional.summary import ModelAnalysis
 from neuromfa_callback.history import HistoryFile, baseline_of, load_history, make_record
@@ -98,8 +100,11 @@ class SnapshotMonitor:
     Args:
         scale_control: also analyse with every matrix rescaled to RMS ``scale_rms`` (``*_rms`` values).
         history_path: append every finished snapshot to this JSON-lines file, flushed at once.
-        asynchronous: analyse on a worker thread; the training thread only copies sampled weights
-            (full mode always runs synchronously, on the weights' device).
+        asynchronous: ``"auto"`` (default): analyse in a worker process (the training thread only
+            copies the sampled weights) when training leaves CPU cores free, i.e. the weights are on an
+            accelerator or torch uses fewer threads than the process has cores; inline otherwise, since a
+            worker can only take cores from a training that uses them all. ``True``: always the worker;
+            ``False``: always inline. Full mode always runs inline, on the weights' device.
         on_error: ``"warn"`` (log NaN, count, warn once with the traceback, train on) or ``"raise"``.
         max_pending: snapshots in flight before the training thread waits (bounds the copies held).
         history_window: records kept in RAM and in checkpoints (thinned evenly beyond it).
@@ -111,7 +116,7 @@ class SnapshotMonitor:
         *,
         scale_control: bool = True,
         history_path: Any = None,
-        asynchronous: bool = True,
+        asynchronous: bool | str = "auto",
         on_error: str = "warn",
         max_pending: int = 2,
         history_window: int = 512,
@@ -122,13 +127,16 @@ class SnapshotMonitor:
             raise TypeError(f"unexpected keyword arguments {sorted(unknown)}; analysis options are {NeuroMFAOptions.names()}")
         self.options = NeuroMFAOptions(**options)
         self.scale_control = bool(scale_control)
-        self.asynchronous = bool(asynchronous)
+        if asynchronous not in (True, False, "auto"):
+            raise ValueError(f"Expected `asynchronous` to be True, False or 'auto', got {asynchronous!r}")
+        self.asynchronous = asynchronous
         self.on_error = check_choice("on_error", on_error, _ON_ERROR)
         self.max_pending = check_int("max_pending", max_pending, minimum=1)
         self.history_window = check_int("history_window", history_window, minimum=2)
         self.history_file = HistoryFile(history_path) if history_path is not None else None
         self._warned: set[str] = set()
-        self._executor: cf.ThreadPoolExecutor | None = None
+        self._auto_worker: bool | None = None
+        self._executor: Any = None  # the AnalysisWorker, started on the first asynchronous snapshot
         self.reset()
 
     # ------------------------------------------------------------------------------- lifecycle
@@ -139,18 +147,22 @@ class SnapshotMonitor:
         self.last_step = -1
         self.errors = 0
         self.layout: Any = None
+        self._auto_worker = None  # decided again at the next fit's first snapshot
         self._recorder: Any = None
         self._target: Any = None
         self._pending: deque[_Pending] = deque()
         self._ready: list[dict[str, Any]] = []
         self._lost: list[int] = []
+        self.timings: list[tuple[float, float]] = []  # per finished analysis: (wall s, CPU s of the analysing thread)
 
     def metric(self, scale: str | None) -> NeuroMFA:
         """A fresh metric with this monitor's options (the null is computed for the raw analysis only)."""
         return NeuroMFA(**{**self.options.__dict__, "scale": scale, "null": self.options.null if scale is None else 0})
 
-    def _scales(self) -> list[tuple[str, str | None]]:
-        return [("raw", None)] + ([("rms", "rms")] if self.scale_control else [])
+    def _local_seeds(self) -> list[int]:
+        """The seeds this process analyses: all, or its share in a distributed run (the ranks split them)."""
+        rank, world = rank_and_world()
+        return list(self.options.seeds)[rank::world]
 
     @property
     def full(self) -> bool:
@@ -181,6 +193,26 @@ class SnapshotMonitor:
         arch = self.options.architecture
         if not self.full and (arch == "gpt_neox" or (arch == "auto" and _model_type(root, [m for _, m, _ in found]) in gpt_neox.MODEL_TYPES)):
             gpt_neox.check_neurons_per_layer([op for _, _, ops in found for op in ops], self.options.neurons_per_layer)
+
+    def uses_worker(self, model: torch.nn.Module | None = None) -> bool:
+        """Whether snapshots are analysed in the worker process (see ``asynchronous``)."""
+        if self.full or self.asynchronous is False:
+            return False
+        if self.asynchronous is True:
+            return True
+        if self._auto_worker is None:
+            device = next((p.device for p in model.parameters()), torch.device("cpu")) if model is not None else None
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+            self._auto_worker = (device is not None and device.type != "cpu") or torch.get_num_threads() < cores
+        return self._auto_worker
+
+    def start_worker(self, model: torch.nn.Module | None = None) -> None:
+        """Start the analysis process ahead of the first snapshot, if snapshots go to it."""
+        if self._executor is None and self.uses_worker(model):
+            from neuromfa_callback._worker import AnalysisWorker
+
+            self._executor = AnalysisWorker()
+            self._executor.start()
 
     # ------------------------------------------------------------------------------ structure
     def begin_discovery(self, model: torch.nn.Module) -> None:
@@ -215,30 +247,31 @@ class SnapshotMonitor:
         try:
             if self.layout is None:
                 self.layout = self._resolve(model)
-            jobs = []
-            for key, scale in self._scales():
-                metric = self.metric(scale)
-                try:
-                    nets = metric.build_networks(self.layout)
-                except ValueError as err:
-                    if key == "raw":
-                        raise
-                    self._warn_rms(step, err)  # a matrix of zeros cannot be rescaled: raw kept, *_rms NaN
-                    continue
-                if not self.full:  # small sampled submatrices: pinned, non-blocking copies + events
-                    nets = [n.to("cpu", non_blocking=True) for n in nets]
-                jobs.append((key, metric, nets))
+            from neuromfa_callback.functional.neuromfa import _neuromfa_networks, _raw_networks_and_rms
+            from neuromfa_callback.functional.network import rescaled
+
+            opts = self.options.replace(module=None, example_input=None)
+            seeds = self._local_seeds()
+            if self.scale_control:
+                raw, rms = _raw_networks_and_rms(self.layout, opts, seeds)
+            else:
+                raw, rms = _neuromfa_networks(self.layout, opts.replace(scale=None), seeds), None
+            if not self.full:  # small sampled submatrices: pinned, non-blocking copies + events
+                raw = [n.to("cpu", non_blocking=True) for n in raw]
+            jobs = [("raw", opts.replace(scale=None), self.layout.depth_names, self.layout.family, raw)]
+            if isinstance(rms, ValueError):
+                self._warn_rms(step, rms)  # a matrix of zeros cannot be rescaled: raw kept, *_rms NaN
+            elif rms is not None:
+                nets = [rescaled(n, self.layout, rms, opts.scale_rms) for n in raw]
+                jobs.append(("rms", opts.replace(scale="rms", null=0), self.layout.depth_names, self.layout.family, nets))
         except ValueError as err:  # NaN/inf weights: a flagged value, training continues
             self._warn_once(f"snapshot:{type(err).__name__}", f"NeuroMFA snapshot at step {step} failed: {err}; logged as NaN")
             pending.record = self._make(pending, None, None, error=str(err))
             self._pending.append(pending)
             return
         work = _Analysis(jobs, compute=not distributed())
-        if self.asynchronous and not self.full:
-            if self._executor is None:
-                from neuromfa_callback._worker import worker_executor
-
-                self._executor = worker_executor()
+        if self.uses_worker(model):
+            self.start_worker(model)
             pending.future = self._executor.submit(work)
         else:
             pending.future = cf.Future()
@@ -285,8 +318,10 @@ class SnapshotMonitor:
         torch.distributed.all_reduce(ok, op=torch.distributed.ReduceOp.MIN)  # every rank's share succeeded?
         if failure is not None or ok.item() < 1:
             return {}, failure or RuntimeError("the analysis failed on another rank")
-        out = {}
-        for key, metric in results.items():
+        out = {"_timing": results.pop("_timing")} if "_timing" in results else {}
+        for key, (state, family) in results.items():
+            metric = self.metric(None if key == "raw" else "rms")
+            metric.load_state(state, family)
             metric.to(sync_device()).sync()  # collective: every rank reduces the same states in the same order
             try:
                 out[key] = metric.compute_analysis()
@@ -300,6 +335,8 @@ class SnapshotMonitor:
             self._record(p.record)
             return
         results, failure = self._results(p)
+        if "_timing" in results:
+            self.timings.append(results.pop("_timing"))
         if failure is None and "raw_error" in results:
             failure = results["raw_error"]  # no node qualifies (or the like): a flagged value, not an error
         if failure is not None:
@@ -350,7 +387,7 @@ class SnapshotMonitor:
         return self.drain(block=True)
 
     def close(self) -> None:
-        """Remove discovery hooks, join the worker thread, close the history file (flush first: pending work is dropped)."""
+        """Remove discovery hooks, stop the worker, close the history file (flush first: pending work is dropped)."""
         self.end_discovery(resolve_now=False)
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
@@ -425,24 +462,3 @@ class SnapshotMonitor:
         self.errors = int(state.get("errors", 0))
         self.history = ThinnedHistory(state.get("history", []), cap=self.history_window)
         self._lost = list(state.get("pending_steps", []))
-
-
-class _Analysis:
-    """The worker-thread part of a snapshot: partition sums for every network, then the analyses."""
-
-    def __init__(self, jobs: list[tuple[str, NeuroMFA, list[Any]]], compute: bool) -> None:
-        self.jobs, self.compute = jobs, compute
-
-    def __call__(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, metric, nets in self.jobs:
-            metric.update(nets)
-            if not self.compute:
-                out[key] = metric
-                continue
-            try:
-                out[key] = metric.compute_analysis()
-            except ValueError as err:  # no node qualifies, ...: raw -> flagged record; rms -> *_rms NaN
-                out[f"{key}_error"] = err
-        self.jobs = []  # drop the weight copies as soon as they are used
-        return out

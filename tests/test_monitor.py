@@ -100,52 +100,32 @@ def test_state_dict_never_waits_and_records_the_unfinished_steps(monkeypatch):
 
 
 @pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux-only")
-def test_worker_runs_at_idle_priority_with_one_blas_thread_and_the_monitor_uses_it(monkeypatch):
-    """The analysis never competes with training: the worker thread is SCHED_IDLE and NumPy's BLAS runs with
-    one thread while it works; the training thread keeps its policy and, afterwards, its BLAS threads."""
-    import numpy as np  # noqa: F401 - loads the BLAS threadpoolctl reports
+def test_worker_is_an_idle_priority_single_threaded_process_and_the_monitor_uses_it():
+    """The analysis never competes with training: it runs in another process (no shared GIL) at SCHED_IDLE
+    with one torch thread and one BLAS thread; the training process keeps its policy and threads; the
+    asynchronous record equals the synchronous one; close() stops the process and joins the feeder."""
     from threadpoolctl import threadpool_info
 
-    from neuromfa_callback import monitor as monitor_mod
-    from neuromfa_callback._worker import worker_executor
+    from neuromfa_callback._worker import AnalysisWorker, _describe_priority
 
-    def blas_threads():
-        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
-
-    before = blas_threads()
-    seen = {}
-
-    def probe():
-        seen["policy"] = os.sched_getscheduler(0)
-        seen["blas"] = blas_threads()
-        seen["thread"] = threading.current_thread().name
-        return 42
-
-    ex = worker_executor()
+    worker = AnalysisWorker()
     try:
-        assert ex.submit(probe).result(timeout=30) == 42
+        policy, torch_threads, blas, pid = worker.call_in_child(_describe_priority)
     finally:
-        ex.shutdown(wait=True)
-    assert seen["policy"] == os.SCHED_IDLE and seen["thread"].startswith("neuromfa")
-    assert seen["blas"] and set(seen["blas"]) == {1}
-    assert os.sched_getscheduler(0) != os.SCHED_IDLE and blas_threads() == before
+        worker.shutdown()
+    assert (policy, torch_threads) == ("SCHED_IDLE", 1) and set(blas) <= {1} and pid != os.getpid()
+    assert os.sched_getscheduler(0) != os.SCHED_IDLE
+    assert all(i["num_threads"] >= 1 for i in threadpool_info())
 
-    # the monitor's asynchronous snapshots run on such a worker
-    original = monitor_mod._Analysis.__call__
-    inside = {}
-
-    def spy(self):
-        inside["policy"] = os.sched_getscheduler(0)
-        inside["blas"] = blas_threads()
-        return original(self)
-
-    monkeypatch.setattr(monitor_mod._Analysis, "__call__", spy)
-    mon = SnapshotMonitor(samples=1, neurons_per_layer=16, scale_control=False, asynchronous=True)
-    mon.snapshot(_mlp_with_outliers(), 0)
-    (rec,) = mon.flush()
-    mon.close()
-    assert inside["policy"] == os.SCHED_IDLE and set(inside["blas"]) == {1}
-    assert math.isfinite(rec["alpha0"])
+    records = []
+    for asynchronous in (True, False):
+        mon = SnapshotMonitor(samples=2, neurons_per_layer=16, scale_control=True, asynchronous=asynchronous)
+        mon.snapshot(_mlp_with_outliers(), 0)
+        (rec,) = mon.flush()
+        assert isinstance(mon._executor, AnalysisWorker) if asynchronous else mon._executor is None
+        mon.close()
+        records.append(rec)
+    assert records[0]["alpha0"] == records[1]["alpha0"] and records[0]["by_depth"] == records[1]["by_depth"]
     assert not [t for t in threading.enumerate() if t.name.startswith("neuromfa")]  # joined by close()
 
 

@@ -15,7 +15,7 @@ exactly as the authors' reference does (NEUROMFA.md section 1).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -120,6 +120,7 @@ class Layout:
     source: str = ""
     skipped: tuple[tuple[str, str], ...] = ()
     model_type: str | None = None
+    _draws: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def operators(self) -> list[Operator]:
@@ -128,6 +129,14 @@ class Layout:
     def sample(self, neurons_per_layer: int, rng: np.random.RandomState) -> list[Selection]:
         """Draw the sampled nodes and out-neighbours of every node set."""
         return self.sampler(neurons_per_layer, rng)
+
+    def selections(self, neurons_per_layer: int, seed: int) -> list[Selection]:
+        """The draws of ``seed`` (``RandomState(seed)``), computed once per layout: every snapshot of a run
+        samples the same neurons, so they are kept, not drawn again."""
+        key = (neurons_per_layer, seed)
+        if key not in self._draws:
+            self._draws[key] = self.sample(neurons_per_layer, np.random.RandomState(seed))
+        return self._draws[key]
 
 
 def generic_sampler(node_sets: Sequence[NodeSet]) -> Callable[[int, np.random.RandomState], list[Selection]]:

@@ -17,7 +17,7 @@ import numpy as np
 from neuromfa_callback._checks import check_choice
 from neuromfa_callback.functional.partition import PartitionSums, RadiusGrid
 
-__all__ = ["check_backend", "compute_partition", "resolve_backend", "validate_csr"]
+__all__ = ["check_backend", "compute_partition", "partition_chunks", "resolve_backend", "validate_csr"]
 
 _NAMES = ("auto", "numpy", "torch", "cupy")
 
@@ -198,6 +198,40 @@ def compute_partition(
     from neuromfa_callback.backends.cupy_backend import partition_sums_cupy
 
     return partition_sums_cupy(ip, ds, q, grid, min_neighbours)
+
+
+def partition_chunks(
+    chunks: Any,
+    *,
+    q: np.ndarray,
+    grid: RadiusGrid,
+    min_neighbours: int,
+    backend: str,
+    n_groups: int | None = None,
+) -> PartitionSums | tuple[PartitionSums, ...]:
+    """The partition sums of a network given as CSR chunks ``(indptr, distances, groups)`` (see
+    ``NeuronNetwork.chunks``), added up: one :class:`PartitionSums`, or one per group with ``n_groups``.
+
+    The single path from a network's chunks to its sums, in the training process and in the analysis
+    worker alike (this module imports no torch: NumPy chunks are computed on NumPy).
+    """
+    grouped = n_groups is not None
+    totals = [PartitionSums.empty(q, grid, min_neighbours, backend=backend) for _ in range(n_groups or 1)]
+    for indptr, dist, groups in chunks:
+        name = backend
+        if isinstance(dist, np.ndarray):
+            if backend == "auto":
+                name = "numpy"
+            elif backend != "numpy":
+                import torch
+
+                indptr, dist = torch.from_numpy(indptr), torch.from_numpy(dist)
+        elif backend == "numpy":
+            indptr, dist = indptr.cpu().numpy(), dist.cpu().numpy()
+        kw = {"groups": groups, "n_groups": n_groups} if grouped else {}
+        parts = compute_partition(indptr, dist, q=q, grid=grid, min_neighbours=min_neighbours, backend=name, **kw)
+        totals = [t + p for t, p in zip(totals, parts if grouped else (parts,))]
+    return tuple(totals) if grouped else totals[0]
 
 
 def _group_csr(ip: Any, ds: Any, groups: np.ndarray, g: int, q: np.ndarray, grid: RadiusGrid, min_neighbours: int,

@@ -24,6 +24,7 @@ from neuromfa_callback.functional._weights import (
     shape_of,
 )
 from neuromfa_callback.architectures.operators import Operator
+from neuromfa_callback.backends import partition_chunks
 from neuromfa_callback.functional.partition import PartitionSums
 from neuromfa_callback.functional.spectrum import Spectrum, _validated_params
 
@@ -113,6 +114,18 @@ class NeuronNetwork:
         self.permutation = permutation
         self._ready = tuple(ready or ())  # CUDA events of pending non-blocking copies
         self._csr: tuple[np.ndarray, np.ndarray] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (to the analysis process) with its weights as NumPy arrays: no tensor sharing, no CUDA
+        events (pending copies are waited for first). Full-mode networks (live operators) do not pickle."""
+        self.synchronize()
+        state = dict(self.__dict__, _csr=None, _ready=())
+        state["blocks"] = tuple(replace(b, weights=tuple(_to_array(w) for w in b.weights)) for b in self.blocks)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state["blocks"] = tuple(replace(b, weights=tuple(torch.from_numpy(w) for w in b.weights)) for b in state["blocks"])
+        self.__dict__.update(state)
 
     def _like(self, blocks: tuple[MatrixBlock, ...], **changes: Any) -> NeuronNetwork:
         kw = dict(depth_names=self.depth_names, family=self.family, full=self.full, seed=self.seed,
@@ -247,43 +260,35 @@ class NeuronNetwork:
             if not blocks:
                 return PartitionSums.empty(q, grid, min_neighbours, backend="cupy")
             return partition_blocks_cupy(blocks, q, grid, min_neighbours)
-        return self._stream(self._pieces(depth), q, grid, min_neighbours, backend)
+        self.synchronize()
+        chunks = self.chunks(labelled=False) if depth is None else (
+            c for c in self.chunks() if (c[2] == depth).any())
+        if depth is None:
+            return partition_chunks(chunks, q=q, grid=grid, min_neighbours=min_neighbours, backend=backend)
+        return partition_chunks(chunks, q=q, grid=grid, min_neighbours=min_neighbours, backend=backend,
+                                n_groups=self.n_depths)[depth]
 
-    def _stream(self, pieces: Iterator[Any], q: np.ndarray, grid: Any, min_neighbours: int, backend: str,
-                n_groups: int | None = None) -> Any:
-        """Engine calls on CSR pieces gathered up to the chunk budget; the sums added up. With ``n_groups``,
-        ``pieces`` yields ``(piece, group)`` and the result is one :class:`PartitionSums` per group."""
-        from neuromfa_callback.backends import compute_partition
-
-        grouped = n_groups is not None
-        totals = [PartitionSums.empty(q, grid, min_neighbours, backend=backend) for _ in range(n_groups or 1)]
+    def chunks(self, labelled: bool = True) -> Iterator[tuple[Any, Any, np.ndarray | None]]:
+        """The network as CSR chunks ``(indptr, distances, depth of every node)`` (NumPy arrays on CPU,
+        tensors on CUDA), each at most the chunk budget: what the engine is called on. A sampled network
+        is one chunk; a full network streams many. Exact zeros are distance 0 (the ``1 < d`` filter drops them).
+        """
         pending: list[Any] = []
         labels: list[np.ndarray] = []
         size = 0
+        pieces = self._pieces(labelled=True)
         while True:
             item = next(pieces, None)
             if item is not None:
-                piece = item[0] if grouped else item
-                pending.append(piece)
-                if grouped:
-                    labels.append(np.full(piece.shape[0], item[1], dtype=np.int64))
-                size += piece.shape[0] * piece.shape[1]
+                pending.append(item[0])
+                labels.append(np.full(item[0].shape[0], item[1], dtype=np.int64))
+                size += item[0].shape[0] * item[0].shape[1]
             if pending and (item is None or size >= self._chunk()):
                 indptr, dist = csr_of(pending, drop_zeros=False)
-                name = backend
-                if isinstance(dist, np.ndarray):
-                    if backend == "auto":
-                        name = "numpy"
-                    elif backend != "numpy":
-                        indptr, dist = torch.from_numpy(indptr), torch.from_numpy(dist)
-                elif backend == "numpy":
-                    indptr, dist = indptr.cpu().numpy(), dist.cpu().numpy()
-                kw = {"groups": np.concatenate(labels), "n_groups": n_groups} if grouped else {}
-                parts = compute_partition(indptr, dist, q=q, grid=grid, min_neighbours=min_neighbours, backend=name, **kw)
-                totals = [t + p for t, p in zip(totals, parts if grouped else (parts,))]
+                yield indptr, dist, (np.concatenate(labels) if labelled else None)
                 pending, labels, size = [], [], 0
             if item is None:
-                return tuple(totals) if grouped else totals[0]
+                return
 
     @torch.no_grad()
     def partition_by_depth(
@@ -297,7 +302,9 @@ class NeuronNetwork:
 
         if check_backend(backend, self.device) == "cupy":  # the kernel: one call per depth's blocks
             return tuple(self._group(d, q, grid, min_neighbours, backend) for d in range(self.n_depths))
-        return self._stream(self._pieces(labelled=True), q, grid, min_neighbours, backend, n_groups=self.n_depths)
+        self.synchronize()
+        return partition_chunks(self.chunks(), q=q, grid=grid, min_neighbours=min_neighbours, backend=backend,
+                                n_groups=self.n_depths)
 
     @torch.no_grad()
     def partition(
@@ -406,6 +413,13 @@ def record_copy_events(devices: Any) -> list[Any]:
         event.record(stream)
         events.append(event)
     return events
+
+
+def _to_array(w: Any) -> np.ndarray:
+    if isinstance(w, Operator):
+        raise TypeError("a full-mode network reads live parameters and cannot be pickled; take .to('cpu', copy=True) first")
+    w = w.detach().cpu()
+    return (w.float() if w.dtype not in (torch.float16, torch.float32, torch.float64) else w).numpy()  # bf16: exact in fp32
 
 
 def _to_numpy(x: Any) -> np.ndarray:

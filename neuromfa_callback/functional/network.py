@@ -16,6 +16,7 @@ per-edge Python object exists.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -35,19 +36,21 @@ __all__ = [
     "layout_check_finite",
     "layout_rms",
     "network_from_layout",
+    "rescaled",
     "validate_build_args",
 ]
 
 _SCALES = (None, "rms")
 
 
-def layout_rms(layout: Layout) -> dict[str, float]:
+def layout_rms(layout: Layout, checked: bool = False) -> dict[str, float]:
     """RMS of every operator (whole matrix, effective weights, float64), keyed by operator name.
 
     Raises:
-        ValueError: a matrix holds a non-finite value or only zeros (the message names it).
+        ValueError: a matrix holds a non-finite value (unless ``checked``) or only zeros (the message names it).
     """
-    layout_check_finite(layout)
+    if not checked:
+        layout_check_finite(layout)
     with torch.no_grad():
         return {op.name: matrix_rms(op, op.name) for op in layout.operators}
 
@@ -88,7 +91,7 @@ def network_from_layout(
         rms = layout_rms(layout)  # also checks every matrix is finite
     elif not checked:
         layout_check_finite(layout)
-    sels = None if full else layout.sample(neurons_per_layer, np.random.RandomState(seed))
+    sels = None if full else layout.selections(neurons_per_layer, seed)
     blocks = []
     with torch.no_grad():
         for i, ns in enumerate(layout.node_sets):
@@ -117,6 +120,16 @@ def network_from_layout(
         neurons_per_layer=None if full else neurons_per_layer,
         scale=scale,
     )
+
+
+def rescaled(net: NeuronNetwork, layout: Layout, rms: Mapping[str, float], scale_rms: float) -> NeuronNetwork:
+    """``net`` (raw weights) as ``scale="rms"`` would build it from the same draws: the same sampled
+    submatrices (shared, not copied), each operator's factor ``scale_rms / RMS`` applied before ``1/|w|``."""
+    blocks = tuple(
+        replace(b, scales=tuple(float(scale_rms / rms[op.name]) for op in ns.operators))
+        for b, ns in zip(net.blocks, layout.node_sets)
+    )
+    return net._like(blocks, scale="rms")
 
 
 def validate_build_args(neurons_per_layer: Any, seed: Any, full: Any, scale: Any, scale_rms: Any) -> tuple:

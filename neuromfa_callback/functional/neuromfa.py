@@ -209,13 +209,55 @@ def _neuromfa_networks(layout: Any, options: NeuroMFAOptions, seeds: Sequence[in
     ]
 
 
+def _raw_networks_and_rms(layout: Any, options: NeuroMFAOptions, seeds: Sequence[int]) -> tuple[list[Any], Any]:
+    """The raw networks, and every operator's RMS for the scale-controlled ones (or the error when a matrix
+    cannot be rescaled): the rms networks reuse the raw ones' sampled submatrices
+    (:func:`~neuromfa_callback.functional.network.rescaled`), so the weights are gathered once."""
+    from neuromfa_callback.functional.network import layout_check_finite, layout_rms, network_from_layout
+
+    layout_check_finite(layout)  # a non-finite weight fails the whole snapshot
+    try:
+        rms: Any = layout_rms(layout, checked=True)
+    except ValueError as err:  # only zeros: no RMS to rescale to
+        rms = err
+    nets = [
+        network_from_layout(layout, neurons_per_layer=options.neurons_per_layer, seed=s, full=options.full, scale=None,
+                            scale_rms=options.scale_rms, checked=True)
+        for s in ((0,) if options.full else seeds)
+    ]
+    return nets, rms
+
+
+def _network_chunks(net: Any, options: NeuroMFAOptions) -> tuple[int, list[tuple], list[list[tuple]]]:
+    """``(slot, chunks, null chunks)`` of one network: what its partition sums are computed from (in this
+    process, or shipped to the analysis worker). Materialised, so for sampled networks only."""
+    net.synchronize()
+    nulls = [list(net.null(p).chunks(labelled=False)) for p in range(options.null)]
+    return int(net.seed or 0) % options.samples, list(net.chunks()), nulls
+
+
+def _neuromfa_add_chunks(state: NeuroMFAState, slot: int, chunks: Any, nulls: Any) -> None:
+    """Partition sums of one network's chunks (by depth) and of its nulls' chunks, added to ``state``."""
+    from neuromfa_callback.backends import partition_chunks
+
+    o = state.options
+    engine = {"q": o.q, "grid": o.grid, "min_neighbours": o.min_neighbours, "backend": o.backend}
+    by_depth = partition_chunks(chunks, n_groups=len(state.depth_names), **engine)
+    state.add(slot, by_depth, [partition_chunks(c, **engine) for c in nulls])
+
+
 def _neuromfa_update(state: NeuroMFAState, networks: Sequence[Any]) -> NeuroMFAState:
-    """Partition sums of every network (by depth) and of its nulls, added into ``state`` (slot = seed)."""
+    """Partition sums of every network (by depth) and of its nulls, added into ``state`` (slot = seed).
+
+    Sampled networks go through :func:`_network_chunks` (the same chunks the analysis worker receives);
+    full networks stream chunk by chunk in bounded memory (on CUDA, through the CuPy kernel if it runs)."""
     o = state.options
     for net in networks:
-        by_depth = net.partition_by_depth(**o.engine)
-        nulls = [net.null(p).partition(**o.engine) for p in range(o.null)]
-        state.add(int(net.seed or 0) % o.samples, by_depth, nulls)
+        if net.full:
+            by_depth = net.partition_by_depth(**o.engine)
+            state.add(0, by_depth, [net.null(p).partition(**o.engine) for p in range(o.null)])
+        else:
+            _neuromfa_add_chunks(state, *_network_chunks(net, o))
     return state
 
 

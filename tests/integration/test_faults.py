@@ -32,18 +32,13 @@ def _fit(tmp_path, cb, logger=None, max_steps=8, module=None, callbacks_after=()
 
 @pytest.fixture
 def failing_worker(monkeypatch):
-    """NeuroMFA.update raises from the worker thread for every snapshot after the baseline."""
-    real = NeuroMFA.update
-    calls = {"n": 0}
+    """The analysis raises (in the worker process, or inline when synchronous) for every snapshot after the baseline."""
+    from neuromfa_callback import monitor as monitor_mod
+    from tests.integration._failing import FailingAnalysis
 
-    def update(self, x):
-        calls["n"] += 1
-        if calls["n"] > 2:  # baseline: raw + rms updates succeed
-            raise RuntimeError("injected worker failure")
-        return real(self, x)
-
-    monkeypatch.setattr(NeuroMFA, "update", update)
-    return calls
+    FailingAnalysis.made = 0
+    monkeypatch.setattr(monitor_mod, "_Analysis", FailingAnalysis)
+    return FailingAnalysis
 
 
 def _neuromfa_threads():
@@ -185,25 +180,25 @@ def test_checkpoint_while_the_baseline_is_still_pending_keeps_the_baseline_on_re
     """The worker is held until the step-4 checkpoint is requested (as a starved low-priority worker would
     be): the baseline is not finished then. The uninterrupted run and the run resumed from that checkpoint
     must log the same E at steps 4 and 8 (against the initial weights)."""
-    from neuromfa_callback import monitor as monitor_mod
+    from neuromfa_callback._worker import AnalysisWorker
 
     gate = threading.Event()
-    original = monitor_mod._Analysis.__call__
+    original = AnalysisWorker._run
 
-    def held(self):
+    def held(self, fn, args):  # the feeder waits before handing the snapshot to the worker process
         gate.wait(60)
-        return original(self)
+        return original(self, fn, args)
 
-    monkeypatch.setattr(monitor_mod._Analysis, "__call__", held)
+    monkeypatch.setattr(AnalysisWorker, "_run", held)
     path = tmp_path / "step4.ckpt"
-    cb = NeuroMFACallback(every_n_train_steps=4, samples=1, neurons_per_layer=16)
+    cb = NeuroMFACallback(every_n_train_steps=4, samples=1, neurons_per_layer=16, asynchronous=True)
     saver = _SaveAt(4, path, gate, cb)
     _fit(tmp_path, cb, max_steps=8, module=_EpochOf4(), callbacks_after=[saver])
     assert [r["step"] for r in cb.history] == [0, 4, 8]
     assert saver.unfinished == [0, 4] and saver.baseline is None  # the scenario: the baseline was still pending
-    monkeypatch.setattr(monitor_mod._Analysis, "__call__", original)
+    monkeypatch.setattr(AnalysisWorker, "_run", original)
 
-    resumed = NeuroMFACallback(every_n_train_steps=4, samples=1, neurons_per_layer=16)
+    resumed = NeuroMFACallback(every_n_train_steps=4, samples=1, neurons_per_layer=16, asynchronous=True)
     trainer = pl.Trainer(default_root_dir=tmp_path / "r", accelerator="cpu", max_steps=8, logger=RecordingLogger(),
                          callbacks=[resumed], enable_progress_bar=False, enable_model_summary=False,
                          enable_checkpointing=False)
