@@ -31,22 +31,24 @@ def main() -> None:
     torch.manual_seed(0)
     init = AutoModel.from_config(AutoConfig.from_pretrained(path))
     print(
-        "| weights | scale | alpha0 (mean ± std) | width (mean ± std) | ill-formed | mean kept abs(w) | E vs init | s |"
+        "| weights | scale | alpha0 (mean ± std) | width (mean ± std) | ill-formed | mean kept abs(w) | E vs init "
+        "| alpha0 of the null | E_null (± std) | s |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for scale in (None, "rms"):
         results = []
         for label, model in (("trained", trained), ("init (torch seed 0)", init)):
             t0 = time.perf_counter()
             results.append(
-                (label, analyze_model(model, samples=10, neurons_per_layer=32, scale=scale), time.perf_counter() - t0)
+                (label, analyze_model(model, samples=10, neurons_per_layer=32, scale=scale, null=2), time.perf_counter() - t0)
             )
         base = results[1][1]
         for label, a, elapsed in results:
             print(
                 f"| {label} | {scale or 'raw'} | {a.alpha0_mean:.4f} ± {a.alpha0_std:.4f} | "
                 f"{a.width_mean:.4f} ± {a.width_std:.4f} | {a.n_ill_formed}/10 | {a.weighted_degree:.5f} | "
-                f"{a.emergence(base):+.4f} | {elapsed:.2f} |"
+                f"{a.emergence(base):+.4f} | {a.null.alpha0_mean:.4f} | {a.null.emergence():+.4f} ± "
+                f"{a.null.emergence_std:.4f} | {elapsed:.2f} |"
             )
 
 

@@ -217,7 +217,7 @@ def joined(history: list[dict[str, Any]], evals: dict[int, dict[str, float]]) ->
     nan = float("nan")
     cols: dict[str, np.ndarray] = {"step": np.array(steps, dtype=np.int64)}
     for key in ("alpha0", "alpha0_std", "width", "width_std", "emergence", "alpha0_rms", "width_rms", "emergence_rms",
-                "weighted_degree", "weighted_degree_rms", "n_nodes"):
+                "weighted_degree", "weighted_degree_rms", "n_nodes", "alpha0_null", "emergence_null", "emergence_null_std"):
         cols[key] = np.array([float(by_step[s].get(key, nan)) for s in steps])
     for key in EvalHistory.KEYS:
         cols[key] = np.array([evals[s].get(key, nan) for s in steps])
@@ -227,6 +227,8 @@ def joined(history: list[dict[str, Any]], evals: dict[int, dict[str, float]]) ->
 QUANTITIES = {  # summary name -> column
     "E": "emergence",
     "E_rms": "emergence_rms",
+    "E_null": "emergence_null",
+    "alpha0_null": "alpha0_null",
     "alpha0": "alpha0",
     "alpha0_rms": "alpha0_rms",
     "width": "width",
@@ -375,7 +377,8 @@ def report(summary: dict[str, Any]) -> str:
     lines = [f"memorised (train acc >= {MEMORISED}) at step {summary['step_memorised']}; "
              f"val acc > {CLIMB} at step {summary['step_climb']}; grokked (val acc > {GROKKED}) at step {summary['step_grokked']}; "
              f"final train/val acc {summary['final_train_acc']:.3f}/{summary['final_val_acc']:.3f}"]
-    names = ["E", "E_rms", "alpha0", "alpha0_rms", "width", "width_rms", "weighted_degree", "weight_rms"]
+    names = ["E", "E_rms", "E_null", "alpha0", "alpha0_rms", "alpha0_null", "width", "width_rms", "weighted_degree",
+             "weight_rms"]
     lines.append(f"{'value at':<13}{'step':>6}" + "".join(f"{n:>16}" for n in names + ["n_nodes"]))
     for where, row in summary["at"].items():
         lines.append(f"{where:<13}{row['step']:>6}" + "".join(f"{row[n]:>16.4f}" for n in names + ["n_nodes"]))
@@ -407,6 +410,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--weight-decay", type=float, default=1.0)
     ap.add_argument("--samples", type=int, default=10, help="NeuroMFA sampled networks per snapshot (default 10)")
     ap.add_argument("--neurons", type=int, default=32, help="NeuroMFA neurons sampled per layer (default 32)")
+    ap.add_argument("--null", type=int, default=2, help="permutation nulls per sample (default 2; 0: none)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     args = ap.parse_args(argv)
     if args.max_steps < 1 or args.every < 1:
@@ -447,6 +451,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         samples=args.samples,
         neurons_per_layer=args.neurons,
         scale_control=True,
+        null=args.null,
         history_path=out / "history.jsonl",
         module="model",
     )

@@ -15,6 +15,7 @@ As in torchmetrics (``functional/regression/pearson.py`` + ``regression/pearson.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
@@ -312,6 +313,29 @@ def _neuromfa_compute(state: NeuroMFAState, *, family: str = "generic") -> Model
     )
 
 
+_LAYOUTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _cached_layout(model: Any, o: NeuroMFAOptions, resolve: Any) -> Any:
+    """The model's layout, found once per model object (and architecture/module), as the Metric and the
+    callbacks keep theirs: repeated analyses of one model during training reuse its node sets (the
+    layout reads the parameters at every access, so in-place updates are always seen). An
+    ``example_input`` always resolves anew."""
+    if o.example_input is not None or not isinstance(model, torch_module()):
+        return resolve(model, o.architecture, module=o.module, example_input=o.example_input)
+    key = (o.architecture, o.module if isinstance(o.module, str) or o.module is None else id(o.module))
+    per_model = _LAYOUTS.setdefault(model, {})
+    if key not in per_model:
+        per_model[key] = resolve(model, o.architecture, module=o.module)
+    return per_model[key]
+
+
+def torch_module() -> type:
+    import torch
+
+    return torch.nn.Module
+
+
 def neuromfa(model: Any, **options: Any) -> ModelAnalysis:
     """NeuroMFA of ``model``: spectra of ``samples`` sampled networks (or the full one), summarised.
 
@@ -344,9 +368,7 @@ def neuromfa(model: Any, **options: Any) -> ModelAnalysis:
     if unknown:
         raise TypeError(f"neuromfa() got unexpected keyword arguments {sorted(unknown)}; options are {NeuroMFAOptions.names()}")
     o = NeuroMFAOptions(**opts)
-    layout = model if isinstance(model, Layout) else resolve(
-        model, o.architecture, module=o.module, example_input=o.example_input
-    )
+    layout = model if isinstance(model, Layout) else _cached_layout(model, o, resolve)
     state = NeuroMFAState.empty(o, layout.depth_names)
     _neuromfa_update(state, _neuromfa_networks(layout, o, o.seeds))
     return _neuromfa_compute(state, family=layout.family)
