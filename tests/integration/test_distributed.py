@@ -53,3 +53,35 @@ def test_ddp_two_processes_log_once_and_match_single_process(tmp_path):
         if scale is None:
             for key in ("alpha0_null", "alpha0_null_std", "width_null", "emergence_null", "emergence_null_std"):
                 assert last[key] == pytest.approx(a.scalars()[key], abs=1e-12), key
+
+
+@pytest.mark.timeout(600)
+def test_a_failure_on_one_rank_does_not_hang_the_checkpoint_or_the_run(tmp_path):
+    """Rank 1's analysis of step 4 raises; the step-4 checkpoint is saved right after (state_dict() does not
+    communicate), the ranks agree at the next snapshot that step 4 failed (logged once, with an error, on
+    every rank alike), and the run finishes: steps 0, 4, 8 in the history, 0 and 8 with values."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    script = Path(__file__).with_name("ddp_fail_script.py")
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path)], env=env, capture_output=True, text=True,
+                          timeout=540)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "ckpt").glob("*.ckpt")) == ["epoch=0-step=4.ckpt", "epoch=0-step=8.ckpt"]
+    history = load_history(tmp_path / "history.jsonl")
+    assert [r["step"] for r in history] == [0, 4, 8]
+    assert "injected failure on rank 1" in history[1]["error"] or "another rank" in history[1]["error"]
+    assert history[0]["alpha0"] == history[0]["alpha0"] and history[2]["alpha0"] == history[2]["alpha0"]  # not NaN
+    assert (tmp_path / "done_rank0.txt").read_text() == (tmp_path / "done_rank1.txt").read_text() == "[0, 4, 8]"
+
+
+@pytest.mark.timeout(600)
+def test_with_on_error_raise_the_checkpoint_after_a_one_rank_failure_still_saves(tmp_path):
+    """on_error="raise": the step-4 checkpoint saves (state_dict() neither finalises nor communicates, so the
+    failure cannot surface, on one rank only, inside checkpointing), then every rank raises the same error
+    at the next snapshot, where they agree on it: the run stops, it does not hang."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    script = Path(__file__).with_name("ddp_fail_script.py")
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path), "raise"], env=env, capture_output=True,
+                          text=True, timeout=540)
+    assert proc.returncode != 0
+    assert "NeuroMFA analysis of step 4 failed" in proc.stdout + proc.stderr
+    assert (tmp_path / "ckpt" / "epoch=0-step=4.ckpt").is_file()
