@@ -10,6 +10,7 @@ dispatches on module *types*, never on names (as PEFT's ``dispatch_default`` and
 | ``nn.Linear`` | ``weight`` (out x in) | ``W[:, j]`` |
 | transformers ``Conv1D`` | ``weight`` stored in x out, viewed out x in | ``W[j, :]`` |
 | ``nn.MultiheadAttention`` | q, k, v (three operators, reading query, key, value) and ``out_proj`` | as ``nn.Linear`` |
+| ``nn.RNN``/``nn.LSTM``/``nn.GRU`` | per layer and direction ``weight_ih_l*`` and ``weight_hh_l*`` (sampled per gate) | as ``nn.Linear`` |
 | ``nn.Conv1d/2d/3d`` (any ``groups``) | ``weight`` (C_out x C_in/g x k...) | every output channel of ``j``'s group at every kernel tap: ``(C_out/g) * prod(k)`` rows |
 | ``nn.ConvTranspose1d/2d/3d`` | ``weight`` (C_in x C_out/g x k...) | ``W[j]`` flattened |
 | a module holding 3-D parameters (MoE experts, ``E x out x in``) | one operator per expert and parameter | ``W[e][:, j]`` |
@@ -301,6 +302,23 @@ def _plain_kind(module: torch.nn.Module) -> str | None:
     return None
 
 
+def _recurrent_operators(module: torch.nn.RNNBase, pre: str) -> list[Operator]:
+    """``nn.RNN``/``LSTM``/``GRU``: per layer (and direction) the input weights (the first layer's read the
+    module's input; deeper layers' read the layer below) and the hidden weights (read the state), each
+    sampled per gate (4 for LSTM, 3 for GRU)."""
+    gates = {"LSTM": 4, "GRU": 3}.get(module.mode, 1)
+    out = []
+    for name, p in module.named_parameters(recurse=False):
+        if p.ndim != 2 or not name.startswith(("weight_ih_l", "weight_hh_l")):
+            continue
+        reads_input = name.startswith("weight_ih_l0")
+        rows = int(p.shape[0])
+        out.append(Operator(f"{pre}{name}", module, "linear", (f"{pre}{name}",), name,
+                            input_slot=0 if reads_input else None,
+                            pieces=(rows // gates,) * gates if gates > 1 and rows % gates == 0 else None))
+    return out
+
+
 def is_operator_module(module: torch.nn.Module) -> bool:
     """Whether ``module``'s type alone makes it an operator (or a group of them).
 
@@ -310,7 +328,7 @@ def is_operator_module(module: torch.nn.Module) -> bool:
     """
     return (
         _plain_kind(module) is not None
-        or isinstance(module, torch.nn.MultiheadAttention)
+        or isinstance(module, (torch.nn.MultiheadAttention, torch.nn.RNNBase))
         or _lora_parts(module) is not None
         or bool(_expert_params(module))
     )
@@ -371,6 +389,8 @@ def _operators_of(module: torch.nn.Module, name: str, input_width: int | None = 
         p = f"{pre}out_proj.weight"
         out.append(Operator(p, module.out_proj, "linear", (p,), input_slot=None))
         return out
+    if isinstance(module, torch.nn.RNNBase):
+        return _recurrent_operators(module, pre)
     experts = _expert_params(module)
     if experts:
         return _expert_operators(module, pre, experts, input_width)

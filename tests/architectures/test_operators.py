@@ -256,3 +256,27 @@ def test_embeddings_norms_and_biases_are_not_operators():
     )
     found = find_operators(model)
     assert [(path, [op.params for op in ops]) for path, _, ops in found] == [("fc", [("fc.weight",)])]
+
+
+@pytest.mark.parametrize("kind, gates", [("LSTM", 4), ("GRU", 3), ("RNN", 1)])
+def test_recurrent_layers_give_their_input_and_hidden_weights_per_gate(kind, gates):
+    """nn.LSTM/GRU/RNN: weight_ih_l*/weight_hh_l* (both directions) are operators, sampled per gate; the
+    first layer's input weights read the module's input, the others read internal state; values are the
+    parameters' own entries."""
+    from neuromfa_callback.architectures import resolve
+
+    torch.manual_seed(0)
+    rnn = getattr(torch.nn, kind)(12, 16, num_layers=2, bidirectional=True, batch_first=True)
+    ((_, _, ops),) = find_operators(rnn)
+    names = [op.name for op in ops]
+    assert names == [n for n, p in rnn.named_parameters() if n.startswith("weight_")]
+    for op in ops:
+        w = getattr(rnn, op.name)
+        assert (op.n_rows, op.n_in) == tuple(w.shape)
+        assert op.pieces == ((16,) * gates if gates > 1 else None)
+        assert op.input_slot == (0 if op.name.startswith("weight_ih_l0") else None)
+        rows, cols = np.array([0, 5, 17]) % w.shape[0], np.array([1, 3])
+        assert torch.equal(op.gather(rows, cols), w.detach()[rows][:, cols])
+    layout = resolve(rnn, example_input=torch.randn(2, 5, 12))
+    first = [ns for ns in layout.node_sets if ns.reads.startswith("input of")]
+    assert [ns.name for ns in first] == ["{weight_ih_l0,weight_ih_l0_reverse}"]  # both directions read the input
