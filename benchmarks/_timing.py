@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from pathlib import Path
 from typing import Callable
 
 
@@ -27,3 +28,11 @@ def print_table(headers: list[str], rows: list[list[object]]) -> None:
         print("  ".join(c.rjust(w) for c, w in zip(row, widths)))
         if k == 0:
             print("  ".join("-" * w for w in widths))
+
+
+def proc_status_kib(field: str) -> int:
+    """A ``/proc/self/status`` field in KiB (``VmRSS``, ``VmHWM``): Linux only."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)

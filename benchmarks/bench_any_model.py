@@ -28,16 +28,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._timing import print_table  # noqa: E402
+from benchmarks._timing import print_table, proc_status_kib  # noqa: E402
 from neuromfa_callback import analyze_model  # noqa: E402
 from neuromfa_callback.architectures import DataflowRecorder, resolve  # noqa: E402
 
-
-def _kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise KeyError(field)
 
 
 def hooks(rounds: int = 7) -> None:
@@ -98,11 +92,11 @@ def qwen05b() -> None:
     for scale in (None, "rms"):
         gc.collect()
         Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS counter
-        before = _kb("VmRSS")
+        before = proc_status_kib("VmRSS")
         t0 = time.perf_counter()
         a = analyze_model(model, samples=10, neurons_per_layer=32, scale=scale)
         elapsed = time.perf_counter() - t0
-        extra = (_kb("VmHWM") - before) / 1024
+        extra = (proc_status_kib("VmHWM") - before) / 1024
         rows.append([str(scale), f"{elapsed:.2f}", f"{extra:.0f}", f"{len(a.by_depth)}", f"{a.n_nodes:.0f}",
                      f"{a.alpha0_mean:.4f} +- {a.alpha0_std:.4f}", f"{a.width_mean:.4f}"])
     print_table(["scale", "seconds", "extra peak MiB", "depths", "nodes/sample", "alpha0", "width"], rows)

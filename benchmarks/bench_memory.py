@@ -23,15 +23,9 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._timing import print_table  # noqa: E402
+from benchmarks._timing import print_table, proc_status_kib  # noqa: E402
 from neuromfa_callback import build_network  # noqa: E402
 
-
-def _kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise KeyError(field)
 
 
 def main() -> None:
@@ -60,11 +54,11 @@ def main() -> None:
         gc.collect()
         libc.malloc_trim(0)  # hand freed heap back to the OS so reused pages cannot hide new allocations
         Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM (peak RSS) to the current RSS
-        before = _kb("VmRSS")
+        before = proc_status_kib("VmRSS")
         t0 = time.perf_counter()
         part = net.partition(backend=backend)
         elapsed = time.perf_counter() - t0
-        peak = _kb("VmHWM")
+        peak = proc_status_kib("VmHWM")
         extra = (peak - before) * 1024
         s = part.spectrum()
         rows.append([backend, f"{net.n_nodes:,}", f"{part.n_edges:,}", f"{elapsed:.1f}", f"{extra / 2**20:.1f}",

@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._timing import median_time, print_table  # noqa: E402
+from benchmarks._timing import median_time, print_table, proc_status_kib  # noqa: E402
 from benchmarks.reference_loop import loop_spectrum  # noqa: E402
 from neuromfa_callback import analyze_model, build_network  # noqa: E402
 
@@ -88,21 +88,15 @@ def peak_extra(fn) -> tuple[float, float, float]:
     """(seconds, peak extra RSS MiB, peak traced NumPy/Python MiB) of one call of ``fn``."""
     gc.collect()
     Path("/proc/self/clear_refs").write_text("5")  # reset the RSS high-water mark (Linux)
-    rss0 = _status_kib("VmRSS")
+    rss0 = proc_status_kib("VmRSS")
     tracemalloc.start()
     t0 = time.perf_counter()
     fn()
     elapsed = time.perf_counter() - t0
     traced = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    return elapsed, (_status_kib("VmHWM") - rss0) / 1024, traced / 2**20
+    return elapsed, (proc_status_kib("VmHWM") - rss0) / 1024, traced / 2**20
 
-
-def _status_kib(key: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    raise KeyError(key)
 
 
 def main() -> None:

@@ -21,16 +21,11 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._timing import proc_status_kib  # noqa: E402
 from neuromfa_callback import NeuroMFACallback  # noqa: E402
 from neuromfa_callback.history import load_history  # noqa: E402
 from tests._models import TinyLM  # noqa: E402
 
-
-def _status(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise KeyError(field)
 
 
 class _Probe(Callback):
@@ -42,7 +37,7 @@ class _Probe(Callback):
         step = trainer.global_step
         if step >= self.warmup and step % (5 * self.every) == 1:
             gc.collect()
-            self.samples.append((step, _status("VmRSS"), threading.active_count(), _status("Threads")))
+            self.samples.append((step, proc_status_kib("VmRSS"), threading.active_count(), proc_status_kib("Threads")))
 
 
 def soak(steps: int = 2000, every: int = 10, samples: int = 10, out_dir: str | None = None) -> dict[str, Any]:
