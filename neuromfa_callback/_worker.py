@@ -118,7 +118,7 @@ class AnalysisWorker:
             return self._pool
 
     def _run(self, fn: Any, args: tuple) -> Any:
-        for a in args:  # wait for the device-to-host copies here, off the training thread
+        for a in (fn, *args):  # chunk the networks here (waiting for their device copies), off the training thread
             sync = getattr(a, "synchronize", None)
             if callable(sync):
                 sync()

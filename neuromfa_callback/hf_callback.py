@@ -142,9 +142,9 @@ class NeuroMFATrainerCallback(TrainerCallback, ExportableState):
         """Log each record as its own log event at its own step (see the module docstring)."""
         if not records:
             return
-        if self._handler is None:
+        if self._handler is None and not self._warned_handler:  # searched once more, then not again (a gc scan)
             self._handler = _find_handler(self)
-            if self._handler is None and not self._warned_handler:
+            if self._handler is None:
                 self._warned_handler = True
                 warnings.warn("NeuroMFATrainerCallback is not held by a Trainer's CallbackHandler: its values go to "
                               "`trainer.state.log_history` only", RuntimeWarning, stacklevel=3)

@@ -161,3 +161,20 @@ def test_history_in_ram_is_bounded_by_history_window_while_the_file_keeps_everyt
     other = SnapshotMonitor(samples=1, neurons_per_layer=16, history_window=4)
     other.load_state_dict(state)
     assert [r["step"] for r in other.history] == [r["step"] for r in mon.history]
+
+
+def test_worker_receives_prepared_numpy_chunks_and_never_imports_torch():
+    """The feeder thread turns the snapshot's networks into NumPy chunks before shipping them, so the child
+    process unpickles no tensor and never imports torch (that import is what made it slow to start and
+    heavy to run). Before the fix the feeder skipped the preparation and the child imported torch."""
+    from neuromfa_callback._worker import AnalysisWorker
+
+    mon = SnapshotMonitor(samples=2, neurons_per_layer=16, scale_control=True, asynchronous=True)
+    try:
+        mon.snapshot(_mlp_with_outliers(), 0)
+        (rec,) = mon.flush()
+        assert isinstance(mon._executor, AnalysisWorker) and math.isfinite(rec["alpha0"])
+        imported = mon._executor.call_in_child(eval, "sorted(m for m in __import__('sys').modules if m == 'torch')")
+    finally:
+        mon.close()
+    assert imported == []

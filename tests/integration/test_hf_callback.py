@@ -96,3 +96,35 @@ def test_hf_callback_validates_arguments():
         NeuroMFATrainerCallback(every_n_steps=0)
     with pytest.raises(TypeError, match=r"unexpected keyword arguments \['every_n_train_steps'\]"):
         NeuroMFATrainerCallback(every_n_train_steps=5)
+
+
+def test_without_a_trainer_handler_the_values_reach_log_history_and_the_handler_is_searched_once(monkeypatch):
+    """Driven by a hand-written loop (no CallbackHandler holds it): one warning, every snapshot in
+    ``state.log_history``, and the garbage-collector search for a handler (tens of ms with transformers
+    loaded) is not repeated at every emit. Before the fix it ran again at each of the 5 emits."""
+    from transformers import TrainerControl, TrainerState
+
+    import neuromfa_callback.hf_callback as hf
+
+    calls = []
+    real = hf._find_handler
+    monkeypatch.setattr(hf, "_find_handler", lambda cb: calls.append(1) or real(cb))
+    model = tiny_gpt_neox()
+    cb = NeuroMFATrainerCallback(every_n_steps=2, samples=2, neurons_per_layer=16, asynchronous=False)
+    state, control = TrainerState(max_steps=8), TrainerControl()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    x = torch.randint(0, 64, (4, 16), generator=torch.Generator().manual_seed(0))
+    with pytest.warns(RuntimeWarning, match="not held by a Trainer's CallbackHandler") as caught:
+        cb.on_train_begin(None, state, control, model=model)
+        for step in range(1, 9):
+            model(input_ids=x, labels=x).loss.backward()
+            cb.on_pre_optimizer_step(None, state, control, model=model)
+            opt.step()
+            opt.zero_grad()
+            state.global_step = step
+            cb.on_step_end(None, state, control, model=model)
+        cb.on_train_end(None, state, control, model=model)
+    assert sum("CallbackHandler" in str(w.message) for w in caught) == 1
+    steps = [e["step"] for e in state.log_history if "neuromfa/alpha0" in e]
+    assert steps == [0, 2, 4, 6, 8]
+    assert len(calls) == 2  # on_train_begin, then the first emit; not once more per emit
