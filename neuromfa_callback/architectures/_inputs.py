@@ -127,6 +127,7 @@ def merge(a: Observation, b: Observation) -> Observation:
     n = len(a.order)
     return Observation(
         inputs={**a.inputs, **{m: tuple(k + shift for k in ks) for m, ks in b.inputs.items()}},
+        pieces={**a.pieces, **b.pieces},
         order={**a.order, **{m: i + n for m, i in b.order.items()}},
         widths={**a.widths, **b.widths},
         source=a.source if a.source == b.source else f"{a.source}; {b.source}",

@@ -13,6 +13,7 @@ from neuromfa_callback.architectures import resolve
 from tests.architectures._helpers import (
     lightning_transformer,
     node_set_names,
+    tiny_gpt2,
     tiny_gpt_neox,
     tiny_llama,
     tiny_mixtral,
@@ -331,3 +332,25 @@ def test_resolve_leaves_the_model_as_it_was():
     for n, v in model.state_dict().items():
         assert torch.equal(v, params[n]), n
     assert all(not m._forward_pre_hooks and not m._forward_hooks for m in model.modules())
+
+
+class _WrapsGpt2(torch.nn.Module):
+    """A model whose own forward no guessed input drives (it needs a ``mode``), holding a GPT-2 and a head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = torch.nn.Linear(48, 4)
+        self.lm = tiny_gpt2()
+
+    def forward(self, input_ids: torch.Tensor, mode: str) -> torch.Tensor:
+        raise RuntimeError(f"unknown mode {mode}")
+
+
+def test_fused_projection_pieces_survive_child_by_child_observation():
+    """When only the children run (observed one by one and merged), GPT-2's fused c_attn is still sampled
+    per piece (q, k, v), as in the GPT-2 observed on its own. Before the fix the merge dropped the pieces."""
+    alone = {op.name: op.pieces for ns in resolve(tiny_gpt2()).node_sets for op in ns.operators}
+    layout = resolve(_WrapsGpt2())
+    wrapped = {op.name.removeprefix("lm."): op.pieces for ns in layout.node_sets for op in ns.operators}
+    assert alone["transformer.h.0.attn.c_attn.weight"] == (48, 48, 48)
+    assert wrapped == {**alone, "head.weight": None}
